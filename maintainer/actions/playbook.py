@@ -1,0 +1,117 @@
+"""``playbook``: run a playbook from playbooks/ with ansible-runner, for this site only.
+
+The playbook sees the same inventory files maintainer loaded, limited to
+the site's host entry, so group_vars, host_vars and vault work as they do
+with ``ansible-playbook``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ..errors import StepFailed
+from .base import Action, ActionResult, Args, StepContext, tail
+
+
+class PlaybookArgs(Args):
+    playbook: str  # relative to the project's playbooks/
+    extra_vars: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    check: bool = False
+
+
+def _count(stats: dict[str, Any], key: str, host: str) -> int:
+    return int((stats.get(key) or {}).get(host, 0))
+
+
+class PlaybookAction(Action):
+    name = "playbook"
+    Args = PlaybookArgs
+    summary = "run playbooks/PLAYBOOK with ansible-runner against this site's host"
+
+    def _path(self, ctx: StepContext, args: PlaybookArgs) -> Path:
+        path = (ctx.project_dir / "playbooks" / args.playbook).resolve()
+        if not path.is_file():
+            raise StepFailed(f"playbook '{args.playbook}' not found under {ctx.project_dir / 'playbooks'}")
+        return path
+
+    def dry_run(self, ctx: StepContext, args: PlaybookArgs) -> dict[str, Any]:
+        return {
+            "would_run": str(self._path(ctx, args).relative_to(ctx.project_dir.resolve())),
+            "limit": ctx.site.name,
+            "extra_vars": ctx.redactor(args.extra_vars),
+            "check": args.check,
+        }
+
+    def run(self, ctx: StepContext, args: PlaybookArgs) -> ActionResult:
+        import ansible_runner
+
+        playbook = self._path(ctx, args)
+        data_dir = tempfile.mkdtemp(prefix="maintainer-runner-")
+        # the venv's bin holds ansible-playbook; without it ansible-runner gets rc=127
+        bin_dir = os.path.dirname(sys.executable)
+        env = {
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "LANG": "C.UTF-8",
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_RETRY_FILES_ENABLED": "0",
+        }
+        cmdline = []
+        if ctx.vault_password_file:
+            cmdline += ["--vault-password-file", str(Path(ctx.vault_password_file).resolve())]
+        if args.check:
+            cmdline.append("--check")
+        extravars = {
+            **args.extra_vars,
+            "maintainer_run_id": ctx.run.id,
+            "maintainer_site": ctx.site.name,
+        }
+        try:
+            result = ansible_runner.run(
+                private_data_dir=data_dir,
+                playbook=str(playbook),
+                inventory=[str(p.resolve()) for p in ctx.inventory_sources],
+                limit=ctx.site.name,
+                extravars=extravars,
+                tags=",".join(args.tags) or None,
+                cmdline=" ".join(cmdline) or None,
+                envvars=env,
+                suppress_env_files=True,
+                quiet=True,
+                timeout=int(ctx.timeout) if ctx.timeout else None,
+                cancel_callback=ctx.cancel.is_set,
+            )
+            stats = result.stats or {}
+            stdout = result.stdout.read() if result.stdout else ""
+            status, rc = result.status, result.rc
+        finally:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        host = ctx.site.name
+        outputs = {
+            "status": status,
+            "rc": rc,
+            "ok": _count(stats, "ok", host),
+            "changed": _count(stats, "changed", host),
+            "failed": _count(stats, "failures", host),
+            "unreachable": _count(stats, "dark", host),
+            "skipped": _count(stats, "skipped", host),
+        }
+        if status != "successful":
+            raise StepFailed(
+                f"playbook {args.playbook} {status} (rc {rc}): {tail(ctx.redactor.text(stdout), lines=8)}",
+                outputs=outputs,
+            )
+        return ActionResult(
+            outputs=outputs,
+            changed=outputs["changed"] > 0,
+            changes=[{"kind": "playbook", "playbook": args.playbook, "changed_tasks": outputs["changed"]}]
+            if outputs["changed"]
+            else [],
+        )

@@ -1,0 +1,57 @@
+"""Actions are found through the ``maintainer.actions`` entry-point group.
+
+Built-ins are registered the same way third-party ones are (see
+pyproject.toml). A plugin that fails to import warns and is left out;
+it does not take the whole tool down.
+"""
+
+from __future__ import annotations
+
+import warnings
+from functools import cache, lru_cache
+from importlib.metadata import entry_points
+
+from .base import Action
+
+GROUP = "maintainer.actions"
+
+# used only when the package's metadata is missing (running from a source tree
+# that was never installed); an installed maintainer always has its entry points
+_BUILTINS = {
+    "debug": "maintainer.actions.debug:DebugAction",
+    "shell": "maintainer.actions.shell:ShellAction",
+    "http_check": "maintainer.actions.http_check:HttpCheckAction",
+    "template": "maintainer.actions.template:TemplateAction",
+    "playbook": "maintainer.actions.playbook:PlaybookAction",
+}
+
+
+@lru_cache(maxsize=1)
+def _entry_points() -> dict[str, str]:
+    found = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    return {**_BUILTINS, **found}
+
+
+def names() -> list[str]:
+    return sorted(_entry_points())
+
+
+@cache
+def get(name: str) -> Action | None:
+    """The action registered under ``name``, or None if unknown or broken."""
+    target = _entry_points().get(name)
+    if target is None:
+        return None
+    module_name, _, attr = target.partition(":")
+    try:
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), attr)
+        action = cls()
+    except Exception as exc:  # a broken plugin must not break every run
+        warnings.warn(f"action '{name}' ({target}) failed to load: {exc}", stacklevel=2)
+        return None
+    if not isinstance(action, Action):
+        warnings.warn(f"action '{name}' ({target}) is not a maintainer Action", stacklevel=2)
+        return None
+    return action

@@ -1,0 +1,134 @@
+"""``template``: render a Jinja2 file from templates/ and put it on the site.
+
+Like Ansible's template module: the rendered file is validated first (the
+``validate`` command gets the temp file as ``%s``), written atomically, and
+the previous version is kept beside it so a failed run can put it back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import shlex
+from pathlib import Path
+from typing import Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import Field
+
+from ..errors import StepFailed
+from ..templating import ENV
+from .base import Action, ActionResult, Args, StepContext, tail
+
+
+class TemplateArgs(Args):
+    src: str  # relative to the project's templates/
+    dest: str
+    mode: str | int | None = None  # e.g. "0644"; the existing file's mode is kept when unset
+    validate_cmd: str | None = Field(default=None, alias="validate")
+    vars: dict[str, Any] = Field(default_factory=dict)
+    backup: bool = True
+
+
+def _sha(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+def _mode(value: str | int | None) -> int | None:
+    if value is None:
+        return None
+    return int(value, 8) if isinstance(value, str) else value
+
+
+class TemplateAction(Action):
+    name = "template"
+    Args = TemplateArgs
+    undoable = True
+    summary = "render templates/SRC with Jinja2, validate, upload atomically, keep the previous version"
+
+    def render(self, ctx: StepContext, args: TemplateArgs) -> bytes:
+        root = ctx.project_dir / "templates"
+        env = ImmutableSandboxedEnvironment(
+            loader=FileSystemLoader(str(root)),
+            undefined=StrictUndefined,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+        env.filters.update(ENV.filters)
+        try:
+            template = env.get_template(args.src)
+            return template.render(**ctx.variables, vars=args.vars).encode()
+        except TemplateNotFound as exc:
+            raise StepFailed(f"template '{args.src}' not found under {root}") from exc
+        except TemplateError as exc:
+            lineno = getattr(exc, "lineno", None)
+            where = f"{args.src}:{lineno}" if lineno else args.src
+            raise StepFailed(f"template {where}: {exc}") from exc
+
+    def dry_run(self, ctx: StepContext, args: TemplateArgs) -> dict[str, Any]:
+        new = self.render(ctx, args)
+        old = ctx.transport.read_file(args.dest)
+        diff = difflib.unified_diff(
+            (old or b"").decode("utf-8", "replace").splitlines(keepends=True),
+            new.decode("utf-8", "replace").splitlines(keepends=True),
+            fromfile=f"{args.dest} (current)" if old is not None else "/dev/null",
+            tofile=f"{args.dest} (rendered)",
+        )
+        return {"dest": args.dest, "changed": old != new, "diff": ctx.redactor.text("".join(diff))}
+
+    def run(self, ctx: StepContext, args: TemplateArgs) -> ActionResult:
+        new = self.render(ctx, args)
+        old = ctx.transport.read_file(args.dest)
+        outputs: dict[str, Any] = {"dest": args.dest, "sha256": _sha(new), "changed": old != new}
+        if old == new:
+            return ActionResult(outputs=outputs)
+        if args.validate_cmd:
+            self._validate(ctx, args, new)
+        backup_path = None
+        if old is not None and args.backup:
+            backup_path = f"{args.dest}.{ctx.run.id}.bak"
+            ctx.transport.write_file(backup_path, old, 0o600)
+        ctx.transport.write_file(args.dest, new, _mode(args.mode))
+        ctx.state.setdefault("template_previous", {})[args.dest] = old
+        outputs["backup"] = backup_path
+        return ActionResult(
+            outputs=outputs,
+            changed=True,
+            changes=[
+                {
+                    "kind": "file",
+                    "path": args.dest,
+                    "before_sha256": _sha(old),
+                    "after_sha256": _sha(new),
+                    "backup": backup_path,
+                }
+            ],
+        )
+
+    def _validate(self, ctx: StepContext, args: TemplateArgs, new: bytes) -> None:
+        if "%s" not in args.validate_cmd:  # type: ignore[operator]
+            raise StepFailed("template 'validate' must contain %s (the rendered temp file)")
+        dest = Path(args.dest)
+        candidate = str(dest.with_name(f".{dest.name}.{ctx.run.id}.candidate"))
+        ctx.transport.write_file(candidate, new, _mode(args.mode) or 0o600)
+        try:
+            command = args.validate_cmd.replace("%s", shlex.quote(candidate))  # type: ignore[union-attr]
+            result = ctx.transport.run(command, timeout=ctx.timeout)
+        finally:
+            ctx.transport.run(["rm", "-f", candidate])
+        if result.rc != 0 or result.timed_out:
+            raise StepFailed(
+                f"validation of {args.dest} failed (rc {result.rc}): {tail(result.stderr or result.stdout)}",
+                outputs={"rc": result.rc, "stderr": result.stderr},
+            )
+
+    def undo(self, ctx: StepContext, args: TemplateArgs, result: ActionResult) -> bool:
+        if not result.changed:
+            return True
+        previous = ctx.state.get("template_previous", {}).get(args.dest)
+        if previous is None:
+            ctx.transport.run(["rm", "-f", args.dest])
+        else:
+            ctx.transport.write_file(args.dest, previous, None)
+        return True

@@ -1,0 +1,413 @@
+"""The ``maintainer`` command: parse, call the library, print. No logic here."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import REPORT_URL, BadInput, ExitCode, MaintainerError
+
+OUTPUT = click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: exactly one JSON document on stdout; progress goes to stderr.",
+)
+INVENTORY = click.option(
+    "-i",
+    "--inventory",
+    "inventory",
+    multiple=True,
+    metavar="INV",
+    help="Ansible inventory file or directory (repeatable); default from maintainer.toml.",
+)
+LIMIT = click.option(
+    "--limit", "-l", metavar="PATTERN", help="Ansible host pattern, e.g. 'shop*' or 'web:!db'."
+)
+VAULT = click.option(
+    "--vault-password-file",
+    type=click.Path(dir_okay=False),
+    envvar="MAINTAINER_VAULT_PASSWORD_FILE",
+    help="File with the ansible-vault password (or MAINTAINER_VAULT_PASSWORD_FILE).",
+)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+class _Group(click.Group):
+    """Maps every error to its exit code in one place."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        kwargs["standalone_mode"] = False
+        json_out = "json" in sys.argv and ("--output" in sys.argv or "-o" in sys.argv)
+        try:
+            code = super().main(*args, **kwargs)
+            sys.exit(int(code or 0))
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
+        except click.ClickException as exc:
+            exc.show()
+            if json_out:
+                _emit_json({"error": exc.format_message(), "exit_code": int(ExitCode.BAD_INPUT)})
+            sys.exit(ExitCode.BAD_INPUT)
+        except MaintainerError as exc:
+            click.secho(f"error: {exc}", err=True, fg="red")
+            if json_out:
+                _emit_json({"error": str(exc), "exit_code": int(exc.exit_code)})
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            traceback.print_exc()
+            click.secho(
+                f"internal error: {type(exc).__name__}: {exc}\nThis is a bug; please report it at {REPORT_URL}",
+                err=True,
+                fg="red",
+            )
+            if json_out:
+                _emit_json({"error": f"internal error: {exc}", "exit_code": int(ExitCode.INTERNAL)})
+            sys.exit(ExitCode.INTERNAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False),
+    default=".",
+    show_default=True,
+    help="Project directory (runbooks/, inventories/, maintainer.toml).",
+)
+@click.version_option(__version__, prog_name="maintainer")
+@click.pass_context
+def cli(ctx: click.Context, project: str) -> None:
+    """Run versioned maintenance runbooks against site inventories, with a tamper-evident change log.
+
+    Exit codes: 0 ok, 1 a site failed, 2 bad input (nothing run), 3 could not start (lock),
+    4 internal error, 130 interrupted.
+    """
+    ctx.obj = Path(project)
+
+
+def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"-p '{item}' is not key=value.", key=item, fix="write -p name=value.")
+        params[key.strip()] = value
+    return params
+
+
+@cli.command()
+@click.argument("runbook")
+@INVENTORY
+@LIMIT
+@click.option(
+    "-p", "--param", "params", multiple=True, metavar="KEY=VALUE", help="Runbook parameter (repeatable)."
+)
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--concurrency", type=click.IntRange(1, 1000), help="Sites at once (overrides the runbook).")
+@click.option(
+    "--ticket", metavar="ID", help="Why: the ticket this run belongs to (recorded in the change log)."
+)
+@click.option(
+    "--wait-lock",
+    type=click.FloatRange(0),
+    default=0,
+    metavar="SECONDS",
+    help="Wait this long for a site lock held by another run instead of failing with exit 3.",
+)
+@click.option("--trigger", type=click.Choice(["manual", "cron", "ci"]), help="Override the detected trigger.")
+@VAULT
+@OUTPUT
+@click.pass_obj
+def run(
+    project: Path,
+    runbook: str,
+    inventory: tuple[str, ...],
+    limit: str | None,
+    params: tuple[str, ...],
+    dry_run: bool,
+    concurrency: int | None,
+    ticket: str | None,
+    wait_lock: float,
+    trigger: str | None,
+    vault_password_file: str | None,
+    output: str,
+) -> int:
+    """Run RUNBOOK (name, name@MAJOR or name@X.Y.Z) against the inventory's sites."""
+    from . import engine
+    from . import output as out
+
+    options = engine.RunOptions(
+        runbook=runbook,
+        inventory=list(inventory),
+        project=project,
+        limit=limit,
+        params=_parse_params(params),
+        dry_run=dry_run,
+        concurrency=concurrency,
+        ticket=ticket,
+        wait_lock=wait_lock,
+        vault_password_file=vault_password_file,
+        trigger=trigger,
+    )
+    console = out.stderr_console()
+    cancel = threading.Event()
+    _install_signal_handlers(cancel, console)
+    live = console.is_terminal and output == "text"
+
+    if dry_run:
+        result = engine.run(options, cancel=cancel)
+        if output == "json":
+            _emit_json({"dry_run": True, **result.plan.record()})
+        else:
+            out.print_plan(result.plan, out.Console(highlight=False))
+        return ExitCode.OK
+
+    reporter: Any
+    if live:
+        holder: dict[str, Any] = {}
+
+        def on_plan(plan: engine.Plan) -> None:
+            holder["live"] = out.LiveReporter(console, len(plan.sites)).__enter__()
+            proxy.target = holder["live"]
+
+        proxy = _Proxy()
+        try:
+            result = engine.run(options, reporter=proxy, cancel=cancel, on_plan=on_plan)
+        finally:
+            if "live" in holder:
+                holder["live"].__exit__(None, None, None)
+    else:
+        result = engine.run(options, reporter=out.PlainReporter(), cancel=cancel)
+    if output == "json":
+        _emit_json(result.record())
+    else:
+        out.print_summary(result, console)
+    return result.exit_code
+
+
+class _Proxy:
+    """Forwards reporter calls to the live display once the plan is known."""
+
+    target: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name) if self.target is not None else (lambda *a, **k: None)
+
+
+def _install_signal_handlers(cancel: threading.Event, console: Any) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if not cancel.is_set():
+            console.print(
+                f"[yellow]{signal.Signals(signum).name}: no new steps; in-flight sites roll back "
+                "and the run is recorded as interrupted[/]"
+            )
+        cancel.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+
+# ------------------------------------------------------------------ runbooks
+
+
+@cli.group()
+def runbooks() -> None:
+    """List, show and validate versioned runbooks."""
+
+
+@runbooks.command("list")
+@OUTPUT
+@click.pass_obj
+def runbooks_list(project: Path, output: str) -> None:
+    """Every runbook with its versions, newest first."""
+    from . import runbook as rb
+
+    found = {
+        name: [".".join(map(str, v)) for v, _ in versions] for name, versions in rb.available(project).items()
+    }
+    if output == "json":
+        _emit_json(found)
+        return
+    for name, versions in sorted(found.items()):
+        path = rb.resolve(project, name)
+        try:
+            description = rb.load(path).model.description
+        except BadInput:
+            description = "(invalid: see 'maintainer runbooks validate')"
+        click.echo(f"{name:<18} {', '.join(versions):<20} {description}")
+
+
+@runbooks.command("show")
+@click.argument("ref")
+@OUTPUT
+@click.pass_obj
+def runbooks_show(project: Path, ref: str, output: str) -> None:
+    """Print one runbook (NAME, NAME@MAJOR, NAME@X.Y.Z) with its digest."""
+    from . import runbook as rb
+
+    loaded = rb.load(rb.resolve(project, ref))
+    if output == "json":
+        _emit_json(
+            {
+                "path": str(loaded.path),
+                "digest": loaded.digest,
+                **loaded.model.model_dump(by_alias=True, mode="json"),
+            }
+        )
+        return
+    click.echo(f"# {loaded.path}  sha256:{loaded.digest}", err=True)
+    click.echo(loaded.path.read_text(encoding="utf-8"), nl=False)
+
+
+@runbooks.command("validate")
+@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@OUTPUT
+@click.pass_obj
+def runbooks_validate(project: Path, path: Path | None, output: str) -> int:
+    """Validate every runbook (or PATH); each problem is reported with file:line."""
+    from . import runbook as rb
+
+    checked, problems = rb.validate_all(project, path)
+    if output == "json":
+        _emit_json(
+            {
+                "checked": checked,
+                "problems": [
+                    {"file": p.file, "line": p.line, "key": p.key, "message": p.message, "fix": p.fix}
+                    for p in problems
+                ],
+            }
+        )
+    else:
+        for problem in problems:
+            click.echo(str(problem), err=True)
+        click.echo(f"{checked} runbook file(s) checked, {len(problems)} problem(s)", err=True)
+    return ExitCode.BAD_INPUT if problems else ExitCode.OK
+
+
+# ------------------------------------------------------------------ inventory
+
+
+@cli.group()
+def inventory() -> None:
+    """Inspect inventories as maintainer sees them."""
+
+
+@inventory.command("list")
+@INVENTORY
+@LIMIT
+@VAULT
+@OUTPUT
+@click.pass_obj
+def inventory_list(
+    project: Path, inventory: tuple[str, ...], limit: str | None, vault_password_file: str | None, output: str
+) -> None:
+    """Sites and their resolved vars, secrets masked."""
+    from .inventory import load_inventory
+    from .project import load_project
+
+    proj = load_project(project)
+    inv = load_inventory(proj.inventory_sources(inventory), vault_password_file=vault_password_file)
+    sites = inv.select(limit)
+    data = {s.name: {"groups": s.groups, "vars": inv.masked_vars(s)} for s in sites}
+    if output == "json":
+        _emit_json({"digest": inv.digest, "sites": data})
+        return
+    for site in sites:
+        click.echo(
+            f"{site.name}  [{', '.join(site.groups) or 'ungrouped'}]  {site.connection} "
+            f"{site.user + '@' if site.user else ''}{site.host}"
+        )
+        for key, value in sorted(inv.masked_vars(site).items()):
+            if key in ("inventory_hostname", "group_names"):
+                continue
+            click.echo(f"    {key}: {json.dumps(value, default=str)}")
+
+
+# ------------------------------------------------------------------ log
+
+
+@cli.group("log")
+def log_group() -> None:
+    """The change log, for people and for auditors."""
+
+
+def _changelog(project: Path) -> Any:
+    from .changelog import ChangeLog
+    from .project import load_project
+
+    return ChangeLog(load_project(project).settings.changelog)
+
+
+@log_group.command("show")
+@click.option("--site", help="Only runs that touched this site (glob).")
+@click.option("--runbook", help="Only runs of this runbook.")
+@click.option("--since", help="ISO date/time or a relative age like 7d, 12h.")
+@click.option("--status", help="Run or site status, e.g. failed.")
+@click.option("--output", "-o", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
+@click.pass_obj
+def log_show(
+    project: Path, site: str | None, runbook: str | None, since: str | None, status: str | None, output: str
+) -> None:
+    """Runs in the change log, filtered."""
+    from . import changelog
+    from . import output as out
+
+    entries = _changelog(project).query(
+        site=site, runbook=runbook, since=changelog.parse_since(since) if since else None, status=status
+    )
+    if output == "json":
+        _emit_json(entries)
+    elif output == "csv":
+        changelog.to_csv(entries, sys.stdout)
+    else:
+        out.print_log(entries, out.Console(highlight=False))
+
+
+@log_group.command("verify")
+@click.option(
+    "--expect-head", metavar="HASH", help="The head hash recorded elsewhere: also detects truncation."
+)
+@OUTPUT
+@click.pass_obj
+def log_verify(project: Path, expect_head: str | None, output: str) -> int:
+    """Prove that no entry was edited, removed, inserted or reordered (exit 0), else exit 1."""
+    report = _changelog(project).verify(expect_head=expect_head)
+    if output == "json":
+        _emit_json(
+            {
+                "ok": report.ok,
+                "entries": report.entries,
+                "head_hash": report.head_hash,
+                "first_bad_seq": report.first_bad_seq,
+                "reason": report.reason,
+            }
+        )
+    elif report.ok:
+        click.echo(f"OK: {report.entries} entries, chain intact; head {report.head_hash}")
+    else:
+        click.secho(
+            f"TAMPERED: {report.reason} (first bad entry: {report.first_bad_seq})", fg="red", err=True
+        )
+    return ExitCode.OK if report.ok else ExitCode.SITE_FAILED
+
+
+def main() -> None:
+    cli.main(prog_name="maintainer")

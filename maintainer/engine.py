@@ -1,0 +1,866 @@
+"""Plan and execute a run: the stages are named functions.
+
+    load runbook -> load inventory -> plan -> execute -> record
+
+``--dry-run`` is "stop after plan". Execution runs sites in ``serial``
+batches (the first is the canary) on a bounded thread pool; a failed step
+triggers the site's undo and ``rollback`` steps; ``finally`` steps always
+run; ``max_fail`` stops scheduling new batches. A cancel event (SIGINT,
+SIGTERM) lets no new step start, while in-flight sites still roll back.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from jinja2 import TemplateError
+from pydantic import ValidationError
+
+from . import locks, templating
+from .actions import registry
+from .actions.base import ActionResult, RunInfo, StepContext
+from .changelog import ChangeLog
+from .errors import (
+    REPORT_URL,
+    BadInput,
+    ExitCode,
+    LockHeld,
+    MaintainerError,
+    StepFailed,
+    StepTimeout,
+    Unreachable,
+    ValidationFailed,
+)
+from .inventory import Inventory, Site, load_inventory
+from .project import Project, load_project
+from .redact import Redactor
+from .runbook import LoadedRunbook, Step, count_of, load, resolve, resolve_params, secret_params
+from .transport import Connections, Transport
+
+log = logging.getLogger("maintainer")
+
+# ------------------------------------------------------------------ options and results
+
+
+@dataclass
+class RunOptions:
+    runbook: str
+    inventory: list[str] = field(default_factory=list)
+    project: Path = Path(".")
+    limit: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    dry_run: bool = False
+    concurrency: int | None = None
+    ticket: str | None = None
+    wait_lock: float = 0.0
+    vault_password_file: str | None = None
+    operator: str | None = None
+    trigger: str | None = None
+
+
+@dataclass
+class StepResult:
+    id: str
+    section: str  # steps, rollback, finally, undo
+    uses: str
+    status: str  # ok, failed, skipped, timeout
+    started: str = ""
+    duration: float = 0.0
+    attempts: int = 0
+    changed: bool = False
+    error: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id,
+            "section": self.section,
+            "uses": self.uses,
+            "status": self.status,
+            "started": self.started,
+            "duration": round(self.duration, 4),
+        }
+        if self.attempts > 1:
+            data["attempts"] = self.attempts
+        if self.changed:
+            data["changed"] = True
+        if self.error:
+            data["error"] = self.error
+        return data
+
+
+SITE_OK = "ok"
+SITE_FAILED = "failed"
+SITE_UNREACHABLE = "unreachable"
+SITE_LOCKED = "locked"
+SITE_SKIPPED = "skipped"
+SITE_INTERRUPTED = "interrupted"
+
+
+@dataclass
+class SiteResult:
+    name: str
+    status: str = "pending"
+    host: str = ""
+    error: str | None = None
+    rollback: str = "none"  # none, ok, failed
+    steps: list[StepResult] = field(default_factory=list)
+    started: str = ""
+    duration: float = 0.0
+    lock_broken: dict[str, Any] | None = None
+    internal_error: bool = False
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        return [
+            {"step": s.id, **c}
+            for s in self.steps
+            if s.status == "ok" and s.section != "undo"
+            for c in s.changes
+        ]
+
+    def record(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "status": self.status,
+            "host": self.host,
+            "started": self.started,
+            "duration": round(self.duration, 4),
+            "steps": [s.record() for s in self.steps],
+            "changes": self.changes,
+        }
+        if self.error:
+            data["error"] = self.error
+        if self.rollback != "none":
+            data["rollback"] = self.rollback
+        if self.lock_broken:
+            data["lock_broken"] = self.lock_broken
+        return data
+
+
+@dataclass
+class PlannedStep:
+    section: str
+    index: int
+    step: Step
+    args: dict[str, Any] | None  # rendered, or None when they need earlier outputs
+    preview: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, redactor: Redactor) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": self.step.id, "uses": self.step.uses}
+        if self.step.when is not None:
+            data["when"] = self.step.when
+        data["with"] = redactor(self.args) if self.args is not None else redactor(self.step.with_)
+        if self.args is None:
+            data["rendered_at_run_time"] = True
+        if self.preview:
+            data["preview"] = redactor(self.preview)
+        return data
+
+
+@dataclass
+class SitePlan:
+    site: Site
+    steps: list[PlannedStep]
+    rollback: list[PlannedStep]
+    finally_: list[PlannedStep]
+    error: str | None = None  # dry run: why the preview could not be made
+
+
+@dataclass
+class Plan:
+    run: RunInfo
+    runbook: LoadedRunbook
+    inventory: Inventory
+    params: dict[str, Any]
+    sites: list[SitePlan]
+    batches: list[list[int]]  # indexes into sites
+    concurrency: int
+    max_fail: int | None
+    redactor: Redactor
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run.id,
+            "runbook": {
+                "name": self.runbook.model.name,
+                "version": self.runbook.model.version,
+                "digest": self.runbook.digest,
+                "path": str(self.runbook.path),
+            },
+            "inventory": {
+                "sources": [str(s) for s in self.inventory.sources],
+                "digest": self.inventory.digest,
+            },
+            "params": self.redactor(self.params),
+            "concurrency": self.concurrency,
+            "max_fail": self.max_fail,
+            "batches": [[self.sites[i].site.name for i in batch] for batch in self.batches],
+            "sites": {
+                sp.site.name: {
+                    "steps": [p.record(self.redactor) for p in sp.steps],
+                    "rollback": [p.record(self.redactor) for p in sp.rollback],
+                    "finally": [p.record(self.redactor) for p in sp.finally_],
+                    **({"error": sp.error} if sp.error else {}),
+                }
+                for sp in self.sites
+            },
+        }
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    status: str  # ok, failed, interrupted, planned
+    sites: dict[str, SiteResult]
+    started: str
+    finished: str
+    duration: float
+    exit_code: ExitCode
+    entry: dict[str, Any] | None = None  # the change-log record
+
+    @property
+    def succeeded(self) -> dict[str, SiteResult]:
+        return {n: r for n, r in self.sites.items() if r.status == SITE_OK}
+
+    @property
+    def failed(self) -> dict[str, SiteResult]:
+        return {n: r for n, r in self.sites.items() if r.status != SITE_OK}
+
+    def record(self) -> dict[str, Any]:
+        if self.entry is not None:
+            return self.entry
+        return {**self.plan.record(), "status": self.status}
+
+
+class Reporter(Protocol):
+    """Live progress; called from worker threads."""
+
+    def site_started(self, site: str, host: str) -> None: ...
+    def step_started(self, site: str, step: str, section: str) -> None: ...
+    def step_finished(self, site: str, result: StepResult) -> None: ...
+    def site_finished(self, result: SiteResult) -> None: ...
+    def message(self, site: str | None, text: str) -> None: ...
+
+
+class NullReporter:
+    def site_started(self, site: str, host: str) -> None: ...
+    def step_started(self, site: str, step: str, section: str) -> None: ...
+    def step_finished(self, site: str, result: StepResult) -> None: ...
+    def site_finished(self, result: SiteResult) -> None: ...
+    def message(self, site: str | None, text: str) -> None: ...
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def detect_trigger(explicit: str | None = None) -> dict[str, Any]:
+    """manual (a terminal), ci (with the job URL when the CI says it), or cron."""
+    env = os.environ
+    job_url = None
+    if env.get("GITHUB_ACTIONS"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
+            job_url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    job_url = job_url or env.get("CI_JOB_URL") or env.get("BUILD_URL") or env.get("CIRCLE_BUILD_URL")
+    if explicit:
+        kind = explicit
+    elif env.get("MAINTAINER_TRIGGER"):
+        kind = env["MAINTAINER_TRIGGER"]
+    elif job_url or env.get("CI", "").lower() in ("true", "1"):
+        kind = "ci"
+    elif sys.stdin is not None and sys.stdin.isatty():
+        kind = "manual"
+    else:
+        kind = "cron"
+    return {"kind": kind, "ci_job_url": job_url}
+
+
+def operator_name(explicit: str | None = None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get("MAINTAINER_OPERATOR"):
+        return os.environ["MAINTAINER_OPERATOR"]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid:{os.getuid()}"
+
+
+def make_batches(count: int, serial: int | str | None) -> list[list[int]]:
+    size = count_of(serial, count) if serial not in (None, 0) else count
+    size = max(1, size or count or 1)
+    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
+def _validate_args(loaded: LoadedRunbook, section: str, index: int, step: Step, args: Any) -> dict[str, Any]:
+    action = registry.get(step.uses)
+    assert action is not None  # runbook.load checked it
+    if not isinstance(args, dict):
+        raise BadInput(f"'with' of step '{step.id}' must render to a mapping.", file=loaded.path)
+    try:
+        model = action.Args.model_validate(args)
+    except ValidationError as exc:
+        problems = [
+            BadInput(
+                f"step '{step.id}' ({step.uses}): {err['msg']} (got {err.get('input')!r}).",
+                file=loaded.path,
+                line=loaded.step_lines.get((section, index)),
+                key=".".join(str(p) for p in ("with", *err["loc"])),
+            )
+            for err in exc.errors()
+        ]
+        raise (problems[0] if len(problems) == 1 else ValidationFailed(problems, file=loaded.path)) from None
+    # only what the runbook set: defaults are filled again at run time, and plans stay readable
+    return model.model_dump(by_alias=True, exclude_unset=True)
+
+
+def _needs_outputs(step: Step) -> bool:
+    return "steps" in repr(step.with_) and templating.has_template(repr(step.with_))
+
+
+# ------------------------------------------------------------------ stages
+
+
+def prepare(options: RunOptions) -> tuple[Project, LoadedRunbook, Inventory, dict[str, Any]]:
+    """Load and validate everything; any problem is BadInput (exit 2), nothing is run."""
+    project = load_project(options.project)
+    loaded = load(resolve(project.root, options.runbook))
+    params = resolve_params(loaded, options.params)
+    inventory = load_inventory(
+        project.inventory_sources(options.inventory), vault_password_file=options.vault_password_file
+    )
+    inventory.redactor.add(secret_params(loaded, params))
+    return project, loaded, inventory, params
+
+
+def site_context(site: Site, params: dict[str, Any], run: RunInfo, steps: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "site": {"name": site.name, **site.vars},
+        "params": params,
+        "run": run.as_context(),
+        "steps": steps,
+    }
+
+
+def plan(
+    project: Project,
+    loaded: LoadedRunbook,
+    inventory: Inventory,
+    params: dict[str, Any],
+    options: RunOptions,
+) -> Plan:
+    """Sites x steps with arguments rendered and validated; BadInput on any problem."""
+    model = loaded.model
+    sites = inventory.select(options.limit)
+    run = RunInfo(
+        id=new_run_id(),
+        operator=operator_name(options.operator),
+        ticket=options.ticket,
+        runbook=model.name,
+        version=model.version,
+        dry_run=options.dry_run,
+    )
+    empty_steps = {s.id: {"status": "pending", "outputs": {}} for _, s in model.all_steps()}
+    site_plans = []
+    for site in sites:
+        context = site_context(site, params, run, empty_steps)
+        sections: dict[str, list[PlannedStep]] = {"steps": [], "rollback": [], "finally": []}
+        for section, steps in (
+            ("steps", model.steps),
+            ("rollback", model.rollback),
+            ("finally", model.finally_),
+        ):
+            for index, step in enumerate(steps):
+                args = None
+                if not _needs_outputs(step):
+                    try:
+                        rendered = templating.render(step.with_, context)
+                    except TemplateError as exc:
+                        raise BadInput(
+                            f"step '{step.id}' cannot be rendered for site '{site.name}': {exc}.",
+                            file=loaded.path,
+                            line=loaded.step_lines.get((section, index)),
+                            fix="define the variable in the inventory (host_vars/group_vars) or the params.",
+                        ) from exc
+                    args = _validate_args(loaded, section, index, step, rendered)
+                sections[section].append(PlannedStep(section, index, step, args))
+        site_plans.append(SitePlan(site, sections["steps"], sections["rollback"], sections["finally"]))
+    concurrency = options.concurrency or model.concurrency
+    return Plan(
+        run=run,
+        runbook=loaded,
+        inventory=inventory,
+        params=params,
+        sites=site_plans,
+        batches=make_batches(len(site_plans), model.serial),
+        concurrency=max(1, concurrency),
+        max_fail=count_of(model.max_fail, len(site_plans)),
+        redactor=inventory.redactor,
+    )
+
+
+def preview(plan: Plan, project: Project, connections: Connections, options: RunOptions) -> None:
+    """Fill each planned step's dry-run view (e.g. a template's diff); reads, never writes."""
+    for site_plan in plan.sites:
+        try:
+            transport = connections.for_site(site_plan.site.vars, site_plan.site.name)
+            for planned in site_plan.steps:
+                if planned.args is None:
+                    continue
+                action = registry.get(planned.step.uses)
+                assert action is not None
+                ctx = _step_context(plan, project, site_plan.site, transport, planned.step, options)
+                ctx.variables = site_context(site_plan.site, plan.params, plan.run, {})
+                planned.preview = action.dry_run(ctx, action.Args.model_validate(planned.args))
+        except (MaintainerError, OSError) as exc:
+            site_plan.error = plan.redactor.text(str(exc))
+
+
+def _step_context(
+    plan: Plan, project: Project, site: Site, transport: Transport, step: Step, options: RunOptions
+) -> StepContext:
+    return StepContext(
+        site=site,
+        transport=transport,
+        project_dir=project.root,
+        inventory_sources=plan.inventory.sources,
+        run=plan.run,
+        redactor=plan.redactor,
+        timeout=step.timeout if step.timeout is not None else project.settings.step_timeout,
+        vault_password_file=options.vault_password_file,
+    )
+
+
+class Executor:
+    """Runs a plan: batches, concurrency, per-site steps, rollback, locks."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        project: Project,
+        options: RunOptions,
+        reporter: Reporter,
+        cancel: threading.Event,
+        connections: Connections,
+    ) -> None:
+        self.plan = plan
+        self.project = project
+        self.options = options
+        self.reporter = reporter
+        self.cancel = cancel
+        self.connections = connections
+        self._unreachable: dict[str, Unreachable] = {}
+        self._connect_lock = threading.Lock()
+        self._held: set[Any] = set()
+        self._held_lock = threading.Lock()
+
+    # one hook differs between a serial and a concurrent run: how a batch is mapped
+    def execute(self) -> dict[str, SiteResult]:
+        results: dict[str, SiteResult] = {}
+        failed = 0
+        stop_heartbeat = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(stop_heartbeat,), daemon=True)
+        heartbeat.start()
+        try:
+            with ThreadPoolExecutor(max_workers=self.plan.concurrency, thread_name_prefix="site") as pool:
+                for batch in self.plan.batches:
+                    site_plans = [self.plan.sites[i] for i in batch]
+                    stop_reason = self._stop_reason(failed)
+                    if stop_reason:
+                        for sp in site_plans:
+                            results[sp.site.name] = SiteResult(sp.site.name, SITE_SKIPPED, error=stop_reason)
+                        continue
+                    for result in pool.map(self.run_site, site_plans):
+                        results[result.name] = result
+                        if result.status in (SITE_FAILED, SITE_UNREACHABLE):
+                            failed += 1
+        finally:
+            stop_heartbeat.set()
+            heartbeat.join(timeout=5)
+        return results
+
+    def _stop_reason(self, failed: int) -> str | None:
+        if self.cancel.is_set():
+            return "not started: the run was interrupted"
+        if self.plan.max_fail is not None and failed > self.plan.max_fail:
+            return f"not started: {failed} site(s) failed, more than max_fail {self.plan.max_fail}"
+        return None
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        interval = max(1.0, self.project.settings.lock_ttl / 3)
+        while not stop.wait(interval):
+            with self._held_lock:
+                held = list(self._held)
+            for lock in held:
+                try:
+                    locks.refresh(lock)
+                except MaintainerError as exc:
+                    log.warning("could not refresh lock of %s: %s", lock.site, exc)
+
+    def _connect(self, site: Site) -> Transport:
+        transport = self.connections.for_site(site.vars, site.name)
+        with self._connect_lock:
+            known = self._unreachable.get(transport.label)
+        if known is not None:
+            raise known
+        try:
+            transport.connect()
+        except Unreachable as exc:
+            with self._connect_lock:
+                self._unreachable[transport.label] = exc
+            raise
+        return transport
+
+    def run_site(self, site_plan: SitePlan) -> SiteResult:
+        try:
+            return self._run_site(site_plan)
+        except Exception as exc:  # a bug: record it for this site, keep the run and the change log going
+            log.error("internal error on %s:\n%s", site_plan.site.name, traceback.format_exc())
+            result = SiteResult(site_plan.site.name, SITE_FAILED, internal_error=True)
+            result.error = f"internal error: {type(exc).__name__}: {exc} (please report: {REPORT_URL})"
+            return self._finish(result, time.monotonic())
+
+    def _run_site(self, site_plan: SitePlan) -> SiteResult:
+        site = site_plan.site
+        result = SiteResult(site.name, started=now_iso())
+        started = time.monotonic()
+        if self.cancel.is_set():
+            result.status, result.error = SITE_SKIPPED, "not started: the run was interrupted"
+            return result
+        self.reporter.site_started(site.name, "")
+        try:
+            transport = self._connect(site)
+            result.host = transport.label
+        except Unreachable as exc:
+            result.status, result.error = SITE_UNREACHABLE, exc.reason
+            return self._finish(result, started)
+        except MaintainerError as exc:
+            result.status, result.error = SITE_UNREACHABLE, str(exc)
+            return self._finish(result, started)
+        lock_info = {
+            "holder": f"{self.plan.run.operator}@{socket.gethostname()}",
+            "run_id": self.plan.run.id,
+            "runbook": self.plan.runbook.ref,
+            "since": now_iso(),
+            "pid": os.getpid(),
+        }
+        try:
+            lock = locks.acquire(
+                transport,
+                site.name,
+                lock_info,
+                lock_dir=str(site.vars.get("maintainer_lock_dir", self.project.settings.lock_dir)),
+                ttl=self.project.settings.lock_ttl,
+                wait=self.options.wait_lock,
+            )
+        except LockHeld as exc:
+            result.status, result.error = SITE_LOCKED, str(exc)
+            return self._finish(result, started)
+        except MaintainerError as exc:
+            result.status, result.error = SITE_FAILED, str(exc)
+            return self._finish(result, started)
+        if lock.broken:
+            result.lock_broken = lock.broken
+            self.reporter.message(site.name, f"broke a stale lock held by {lock.broken.get('holder')}")
+        with self._held_lock:
+            self._held.add(lock)
+        try:
+            self._run_steps(site_plan, transport, result)
+        finally:
+            with self._held_lock:
+                self._held.discard(lock)
+            try:
+                locks.release(lock)
+            except MaintainerError as exc:
+                self.reporter.message(site.name, f"could not release lock: {exc}")
+        return self._finish(result, started)
+
+    def _finish(self, result: SiteResult, started: float) -> SiteResult:
+        result.duration = time.monotonic() - started
+        if result.error:
+            result.error = self.plan.redactor.text(result.error)
+        self.reporter.site_finished(result)
+        return result
+
+    def _run_steps(self, site_plan: SitePlan, transport: Transport, result: SiteResult) -> None:
+        site = site_plan.site
+        steps_ctx: dict[str, Any] = {
+            s.id: {"status": "pending", "outputs": {}} for _, s in self.plan.runbook.model.all_steps()
+        }
+        state: dict[str, Any] = {}
+        done: list[tuple[PlannedStep, Any, ActionResult]] = []
+        failure: str | None = None
+        interrupted = False
+        for planned in site_plan.steps:
+            if self.cancel.is_set():
+                interrupted = True
+                break
+            step_result, args, action_result = self._run_step(planned, site, transport, steps_ctx, state)
+            result.steps.append(step_result)
+            if step_result.status == "ok" and action_result is not None:
+                done.append((planned, args, action_result))
+            if step_result.status in ("failed", "timeout"):
+                if step_result.error and step_result.error.startswith("internal error"):
+                    result.internal_error = True
+                if not planned.step.continue_on_error:
+                    failure = f"step '{planned.step.id}' failed: {step_result.error}"
+                    break
+        if failure or interrupted:
+            # rollback steps must not be cut short by the cancel that stopped the run
+            undo_ok = self._undo(done, site, transport, steps_ctx, state, result)
+            rollback_ok = self._run_section(site_plan.rollback, site, transport, steps_ctx, state, result)
+            if undo_ok and rollback_ok:
+                result.rollback = "ok" if (done or site_plan.rollback) else "none"
+            else:
+                result.rollback = "failed"
+        self._run_section(site_plan.finally_, site, transport, steps_ctx, state, result)
+        if interrupted:
+            result.status, result.error = SITE_INTERRUPTED, "interrupted before the next step; rolled back"
+        elif failure:
+            result.status, result.error = SITE_FAILED, failure
+            if result.rollback == "failed":
+                result.error += "; ROLLBACK FAILED: the site may be left in an unsafe state, check it now"
+        else:
+            result.status = SITE_OK
+
+    def _undo(
+        self,
+        done: list[tuple[PlannedStep, Any, ActionResult]],
+        site: Site,
+        transport: Transport,
+        steps_ctx: dict[str, Any],
+        state: dict[str, Any],
+        result: SiteResult,
+    ) -> bool:
+        ok = True
+        for planned, args, action_result in reversed(done):
+            action = registry.get(planned.step.uses)
+            if action is None or not action.undoable or not action_result.changed:
+                continue
+            step_result = StepResult(planned.step.id, "undo", planned.step.uses, "ok", started=now_iso())
+            started = time.monotonic()
+            ctx = self._ctx(planned.step, site, transport, steps_ctx, state, threading.Event())
+            try:
+                action.undo(ctx, args, action_result)
+            except Exception as exc:  # an undo failure must not stop the other undos
+                ok = False
+                step_result.status, step_result.error = "failed", self.plan.redactor.text(str(exc))
+            step_result.duration = time.monotonic() - started
+            result.steps.append(step_result)
+            self.reporter.step_finished(site.name, step_result)
+        return ok
+
+    def _run_section(
+        self,
+        planned_steps: list[PlannedStep],
+        site: Site,
+        transport: Transport,
+        steps_ctx: dict[str, Any],
+        state: dict[str, Any],
+        result: SiteResult,
+    ) -> bool:
+        ok = True
+        for planned in planned_steps:
+            step_result, _, _ = self._run_step(
+                planned, site, transport, steps_ctx, state, cancel=threading.Event()
+            )
+            result.steps.append(step_result)
+            ok = ok and step_result.status in ("ok", "skipped")
+        return ok
+
+    def _ctx(
+        self,
+        step: Step,
+        site: Site,
+        transport: Transport,
+        steps_ctx: dict[str, Any],
+        state: dict[str, Any],
+        cancel: threading.Event,
+    ) -> StepContext:
+        ctx = _step_context(self.plan, self.project, site, transport, step, self.options)
+        ctx.cancel = cancel
+        ctx.state = state
+        ctx.variables = site_context(site, self.plan.params, self.plan.run, steps_ctx)
+        ctx.log = lambda text: self.reporter.message(site.name, self.plan.redactor.text(text))
+        return ctx
+
+    def _run_step(
+        self,
+        planned: PlannedStep,
+        site: Site,
+        transport: Transport,
+        steps_ctx: dict[str, Any],
+        state: dict[str, Any],
+        cancel: threading.Event | None = None,
+    ) -> tuple[StepResult, Any, ActionResult | None]:
+        step = planned.step
+        cancel = cancel or self.cancel
+        outcome = StepResult(step.id, planned.section, step.uses, "ok", started=now_iso())
+        started = time.monotonic()
+        action = registry.get(step.uses)
+        assert action is not None
+        ctx = self._ctx(step, site, transport, steps_ctx, state, cancel)
+        args: Any = None
+        action_result: ActionResult | None = None
+        try:
+            if step.when is not None and not templating.evaluate(step.when, ctx.variables):
+                outcome.status = "skipped"
+            else:
+                self.reporter.step_started(site.name, step.id, planned.section)
+                raw = planned.args
+                if raw is None:
+                    rendered = templating.render(step.with_, ctx.variables)
+                    raw = _validate_args(self.plan.runbook, planned.section, planned.index, step, rendered)
+                args = action.Args.model_validate(raw)
+                action_result = self._attempts(action, ctx, args, step, outcome, cancel)
+                outcome.outputs = self.plan.redactor(action_result.outputs)
+                outcome.changes = self.plan.redactor(action_result.changes)
+                outcome.changed = action_result.changed
+        except StepFailed as exc:
+            outcome.status = "timeout" if isinstance(exc, StepTimeout) else "failed"
+            outcome.error = self.plan.redactor.text(str(exc))
+            outcome.outputs = self.plan.redactor(exc.outputs)
+        except (TemplateError, BadInput, ValidationError) as exc:
+            outcome.status, outcome.error = "failed", self.plan.redactor.text(f"bad arguments: {exc}")
+        except Unreachable as exc:
+            outcome.status, outcome.error = "failed", f"lost connection: {exc.reason}"
+        except MaintainerError as exc:
+            outcome.status, outcome.error = "failed", self.plan.redactor.text(str(exc))
+        except Exception as exc:  # a bug in an action: record it, keep the other sites going
+            log.error("internal error in step %s on %s:\n%s", step.id, site.name, traceback.format_exc())
+            outcome.status = "failed"
+            outcome.error = self.plan.redactor.text(
+                f"internal error in action '{step.uses}': {type(exc).__name__}: {exc} (please report: {REPORT_URL})"
+            )
+        outcome.duration = time.monotonic() - started
+        steps_ctx[step.id] = {
+            "status": outcome.status,
+            "outputs": outcome.outputs,
+            "changed": outcome.changed,
+        }
+        self.reporter.step_finished(site.name, outcome)
+        return outcome, args, action_result
+
+    def _attempts(
+        self,
+        action: Any,
+        ctx: StepContext,
+        args: Any,
+        step: Step,
+        outcome: StepResult,
+        cancel: threading.Event,
+    ) -> ActionResult:
+        for attempt in range(1, step.retries + 2):
+            outcome.attempts = attempt
+            try:
+                result: ActionResult = action.run(ctx, args)
+                return result
+            except StepFailed as exc:
+                if attempt > step.retries or cancel.is_set():
+                    raise
+                ctx.log(f"step {step.id} attempt {attempt} failed: {exc}; retrying in {step.retry_delay:g}s")
+                cancel.wait(step.retry_delay)
+        raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ the front door
+
+
+def run(
+    options: RunOptions,
+    reporter: Reporter | None = None,
+    cancel: threading.Event | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> RunResult:
+    """Load, plan, execute and record one run. Raises BadInput before anything runs."""
+    reporter = reporter or NullReporter()
+    cancel = cancel or threading.Event()
+    project, loaded, inventory, params = prepare(options)
+    the_plan = plan(project, loaded, inventory, params, options)
+    connections = Connections()
+    try:
+        if options.dry_run:
+            preview(the_plan, project, connections, options)
+            if on_plan:
+                on_plan(the_plan)
+            stamp = now_iso()
+            return RunResult(the_plan, "planned", {}, stamp, stamp, 0.0, ExitCode.OK)
+        if on_plan:
+            on_plan(the_plan)
+        started_iso, started = now_iso(), time.monotonic()
+        results = Executor(the_plan, project, options, reporter, cancel, connections).execute()
+    finally:
+        connections.close()
+    result = RunResult(
+        plan=the_plan,
+        status="",
+        sites=results,
+        started=started_iso,
+        finished=now_iso(),
+        duration=time.monotonic() - started,
+        exit_code=ExitCode.OK,
+    )
+    result.status, result.exit_code = outcome_of(results, cancel.is_set())
+    result.entry = ChangeLog(project.settings.changelog).append(change_log_entry(result, options))
+    return result
+
+
+def outcome_of(results: dict[str, SiteResult], interrupted: bool) -> tuple[str, ExitCode]:
+    statuses = {r.status for r in results.values()}
+    if interrupted:
+        return "interrupted", ExitCode.INTERRUPTED
+    if any(r.internal_error for r in results.values()):
+        return "failed", ExitCode.INTERNAL
+    if statuses & {SITE_FAILED, SITE_UNREACHABLE, SITE_SKIPPED}:
+        return "failed", ExitCode.SITE_FAILED
+    if SITE_LOCKED in statuses:
+        return "refused", ExitCode.CANNOT_START
+    return "ok", ExitCode.OK
+
+
+def change_log_entry(result: RunResult, options: RunOptions) -> dict[str, Any]:
+    plan = result.plan
+    return {
+        "run_id": plan.run.id,
+        "started": result.started,
+        "finished": result.finished,
+        "duration": round(result.duration, 3),
+        "operator": plan.run.operator,
+        "controller": socket.gethostname(),
+        "trigger": detect_trigger(options.trigger),
+        "ticket": plan.run.ticket,
+        "runbook": {
+            "name": plan.runbook.model.name,
+            "version": plan.runbook.model.version,
+            "digest": plan.runbook.digest,
+        },
+        "inventory": {"sources": [str(s) for s in plan.inventory.sources], "digest": plan.inventory.digest},
+        "limit": options.limit,
+        "params": plan.redactor(plan.params),
+        "status": result.status,
+        "exit_code": int(result.exit_code),
+        "sites": {name: plan.redactor(site.record()) for name, site in result.sites.items()},
+    }

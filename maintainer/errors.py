@@ -1,0 +1,127 @@
+"""The exception hierarchy and the exit codes it maps to.
+
+Every error the library raises on purpose is a ``MaintainerError``; its
+subclass decides the exit code, and its ``__str__`` is the one paragraph a
+user sees. Foreign exceptions are wrapped at the edge with ``raise ... from``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from pathlib import Path
+
+
+class ExitCode(IntEnum):
+    OK = 0  # all done and healthy
+    SITE_FAILED = 1  # the run finished but some site failed (rolled back or left safe)
+    BAD_INPUT = 2  # usage, validation, missing credential: nothing was run
+    CANNOT_START = 3  # a lock is held or the maintenance window is closed
+    INTERNAL = 4  # a bug
+    INTERRUPTED = 130  # SIGINT/SIGTERM: in-flight sites rolled back, run recorded
+
+
+class MaintainerError(Exception):
+    """Root of every error raised on purpose."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class BadInput(MaintainerError):
+    """Invalid user input: names where (file, line, key) and how to fix it."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.line = line
+        self.key = key
+        self.fix = fix
+
+    def where(self) -> str:
+        parts = []
+        if self.file:
+            parts.append(self.file if self.line is None else f"{self.file}:{self.line}")
+        if self.key:
+            parts.append(f"key '{self.key}'")
+        return ", ".join(parts)
+
+    def __str__(self) -> str:
+        where = self.where()
+        text = f"{where}: {self.message}" if where else self.message
+        if self.fix:
+            text += f" Fix: {self.fix}"
+        return text
+
+
+class ValidationFailed(BadInput):
+    """Several problems at once (e.g. every problem of a runbook)."""
+
+    def __init__(self, problems: list[BadInput], *, file: str | Path | None = None) -> None:
+        self.problems = problems
+        head = f"{len(problems)} problem(s) found"
+        super().__init__(head, file=file)
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class CannotStart(MaintainerError):
+    """The run could not start: lock held, window closed."""
+
+    exit_code = ExitCode.CANNOT_START
+
+
+class LockHeld(CannotStart):
+    def __init__(self, site: str, holder: dict[str, object]) -> None:
+        self.site = site
+        self.holder = holder
+        who = holder.get("holder", "unknown")
+        run_id = holder.get("run_id", "?")
+        since = holder.get("since", "?")
+        super().__init__(
+            f"site '{site}' is locked by {who} (run {run_id}, since {since}). "
+            "Wait for that run, retry with --wait-lock SECONDS, or, if that run is gone, "
+            "the lock is broken automatically once it is older than its TTL."
+        )
+
+
+class TransportError(MaintainerError):
+    """A command could not be sent or its result not read."""
+
+    exit_code = ExitCode.SITE_FAILED
+
+
+class Unreachable(TransportError):
+    """The host could not be reached or refused us (network, host key, auth)."""
+
+    def __init__(self, host: str, reason: str) -> None:
+        self.host = host
+        self.reason = reason
+        super().__init__(f"{host} unreachable: {reason}")
+
+
+class StepFailed(MaintainerError):
+    """An action failed; carries what a user needs to see (command, rc, output tail)."""
+
+    exit_code = ExitCode.SITE_FAILED
+
+    def __init__(self, message: str, *, outputs: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.outputs = outputs or {}
+
+
+class StepTimeout(StepFailed):
+    pass
+
+
+REPORT_URL = "https://github.com/maintainer-dev/maintainer/issues"

@@ -1,0 +1,139 @@
+"""Jinja2 rendering of runbook values: sandboxed, strict, cached.
+
+Values are rendered like Ansible does: a string that is a single
+``{{ expression }}`` keeps the expression's native type (a list stays a
+list), any other string with template syntax renders to a string.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+#: the names a runbook template may use at top level
+CONTEXT_ROOTS = frozenset({"site", "params", "steps", "run"})
+
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
+
+
+def _to_json(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, indent=indent, sort_keys=True, default=str)
+
+
+def _b64encode(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def _make_env() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    env.filters.update(
+        {
+            # quote is how runbooks put values into shell commands safely
+            "quote": lambda v: shlex.quote(str(v)),
+            "to_json": _to_json,
+            "b64encode": _b64encode,
+            "basename": lambda v: os.path.basename(str(v)),
+            "dirname": lambda v: os.path.dirname(str(v)),
+            "bool": lambda v: (
+                str(v).strip().lower() in ("1", "true", "yes", "on") if isinstance(v, str) else bool(v)
+            ),
+        }
+    )
+    return env
+
+
+ENV = _make_env()
+
+
+def has_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+@lru_cache(maxsize=4096)
+def _compiled_template(source: str) -> Any:
+    return ENV.from_string(source)
+
+
+@lru_cache(maxsize=4096)
+def _compiled_expression(source: str) -> Any:
+    return ENV.compile_expression(source, undefined_to_none=False)
+
+
+def render(value: Any, context: Mapping[str, Any]) -> Any:
+    """Render every template inside ``value`` (str, list, dict), recursively."""
+    if isinstance(value, str):
+        if not has_template(value):
+            return value
+        match = _SINGLE_EXPR.match(value)
+        if match:
+            return _compiled_expression(match.group("expr"))(**context)
+        return _compiled_template(value).render(**context)
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context) for v in value]
+    return value
+
+
+def evaluate(condition: str | bool, context: Mapping[str, Any]) -> bool:
+    """A ``when:`` condition: a bare expression or a ``{{ }}`` template."""
+    if isinstance(condition, bool):
+        return condition
+    text = condition.strip()
+    match = _SINGLE_EXPR.match(text)
+    expr = match.group("expr") if match else text
+    result = _compiled_expression(expr)(**context)
+    if isinstance(result, str):
+        return result.strip().lower() in ("1", "true", "yes", "on")
+    return bool(result)
+
+
+def parse_template(value: str, *, expression: bool = False) -> nodes.Template:
+    """Parse for static checks; raises jinja2.TemplateSyntaxError."""
+    if expression:
+        match = _SINGLE_EXPR.match(value)
+        value = "{{ " + (match.group("expr") if match else value) + " }}"
+    return ENV.parse(value)
+
+
+def references(tree: nodes.Template) -> Iterator[tuple[str, str | None]]:
+    """Every (root name, first attribute) the template reads, e.g. ('params', 'url')."""
+    from jinja2 import meta
+
+    undeclared = meta.find_undeclared_variables(tree)
+    seen_roots: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = node.node
+        if isinstance(target, nodes.Name) and target.name in undeclared:
+            attr: str | None = None
+            if isinstance(node, nodes.Getattr):
+                attr = node.attr
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                attr = node.arg.value
+            seen_roots.add(target.name)
+            yield target.name, attr
+    for name in undeclared - seen_roots:
+        yield name, None
+
+
+__all__ = [
+    "CONTEXT_ROOTS",
+    "ENV",
+    "TemplateError",
+    "evaluate",
+    "has_template",
+    "parse_template",
+    "references",
+    "render",
+]
