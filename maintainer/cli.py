@@ -49,7 +49,7 @@ def _emit_json(data: Any) -> None:
 class _Group(click.Group):
     """Maps every error to its exit code in one place."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         json_out = "json" in sys.argv and ("--output" in sys.argv or "-o" in sys.argv)
         try:
@@ -73,7 +73,8 @@ class _Group(click.Group):
         except Exception as exc:
             traceback.print_exc()
             click.secho(
-                f"internal error: {type(exc).__name__}: {exc}\nThis is a bug; please report it at {REPORT_URL}",
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                f"This is a bug; please report it at {REPORT_URL}",
                 err=True,
                 fg="red",
             )
@@ -178,7 +179,6 @@ def run(
             out.print_plan(result.plan, out.Console(highlight=False))
         return ExitCode.OK
 
-    reporter: Any
     if live:
         holder: dict[str, Any] = {}
 

@@ -753,14 +753,13 @@ class Executor:
             log.error("internal error in step %s on %s:\n%s", step.id, site.name, traceback.format_exc())
             outcome.status = "failed"
             outcome.error = self.plan.redactor.text(
-                f"internal error in action '{step.uses}': {type(exc).__name__}: {exc} (please report: {REPORT_URL})"
+                f"internal error in action '{step.uses}': {type(exc).__name__}: {exc} "
+                f"(please report: {REPORT_URL})"
             )
         outcome.duration = time.monotonic() - started
-        steps_ctx[step.id] = {
-            "status": outcome.status,
-            "outputs": outcome.outputs,
-            "changed": outcome.changed,
-        }
+        # later templates get the real outputs; only what is shown or recorded is redacted
+        raw_outputs = action_result.outputs if action_result is not None else outcome.outputs
+        steps_ctx[step.id] = {"status": outcome.status, "outputs": raw_outputs, "changed": outcome.changed}
         self.reporter.step_finished(site.name, outcome)
         return outcome, args, action_result
 

@@ -164,7 +164,9 @@ def print_plan(plan: Plan, console: Console) -> None:
                 console.print(f"  - {step['id']} ({step['uses']}){when}", markup=False)
                 if step.get("rendered_at_run_time"):
                     console.print("      (arguments rendered at run time from earlier outputs)", style="dim")
-                args = yaml.dump(step["with"], Dumper=_PlanDumper, default_flow_style=False, sort_keys=False, width=100)
+                args = yaml.dump(
+                    step["with"], Dumper=_PlanDumper, default_flow_style=False, sort_keys=False, width=100
+                )
                 for line in args.rstrip().splitlines():
                     console.print(f"      {line}", markup=False)
                 diff = (step.get("preview") or {}).get("diff")

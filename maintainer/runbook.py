@@ -258,6 +258,7 @@ def load(path: Path) -> LoadedRunbook:
 
     if not isinstance(data, dict):
         raise BadInput("a runbook must be a YAML mapping (name, version, steps, ...).", file=path, line=1)
+    model: Runbook | None = None
     try:
         model = Runbook.model_validate(data)
     except ValidationError as exc:
@@ -267,66 +268,80 @@ def load(path: Path) -> LoadedRunbook:
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key '{loc[-1]}'"
             problem(msg + ".", loc)
-        raise ValidationFailed(problems, file=path) from None
 
-    if path.stem != model.version and _SEMVER.match(path.stem):
+    name, version = data.get("name"), data.get("version")
+    if isinstance(version, str) and _SEMVER.match(path.stem) and path.stem != version:
         problem(
-            f"version '{model.version}' does not match the file name '{path.name}'.",
+            f"version '{version}' does not match the file name '{path.name}'.",
             ("version",),
-            fix=f"rename the file to {model.version}{path.suffix} or set version: {path.stem}.",
+            fix=f"rename the file to {version}{path.suffix} or set version: {path.stem}.",
         )
-    if path.parent.name != model.name and path.parent.parent.name == "runbooks":
+    if isinstance(name, str) and path.parent.parent.name == "runbooks" and path.parent.name != name:
         problem(
-            f"name '{model.name}' does not match the directory '{path.parent.name}'.",
+            f"name '{name}' does not match the directory '{path.parent.name}'.",
             ("name",),
             fix=f"set name: {path.parent.name}.",
         )
 
+    # the semantic checks read the raw data, so they run even when the model did not
+    # validate: one pass reports every problem
+    raw_params = data.get("params")
+    params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
     step_lines: dict[tuple[str, int], int] = {}
     seen: dict[str, tuple[str, int]] = {}
-    main_ids = [s.id for s in model.steps]
-    for section, steps in (("steps", model.steps), ("rollback", model.rollback), ("finally", model.finally_)):
+    sections: dict[str, list[Any]] = {}
+    for key in ("steps", "rollback", "finally"):
+        value = data.get(key)
+        sections[key] = value if isinstance(value, list) else []
+    main_ids = [str(s.get("id")) for s in sections["steps"] if isinstance(s, dict)]
+    for section, steps in sections.items():
         for index, step in enumerate(steps):
-            loc: tuple[str | int, ...] = (section, index)
+            loc = (section, index)
             step_lines[(section, index)] = line_of(data, loc) or 0
-            if step.id in seen:
+            if not isinstance(step, dict):
+                continue
+            step_id = str(step.get("id"))
+            if step_id in seen:
+                first = seen[step_id]
                 problem(
-                    f"duplicate step id '{step.id}' (first used in {seen[step.id][0]}[{seen[step.id][1]}]).",
+                    f"duplicate step id '{step_id}' (first used in {first[0]}[{first[1]}]).",
                     (*loc, "id"),
                     fix="give every step a unique id.",
                 )
             else:
-                seen[step.id] = (section, index)
-            _check_action(step, loc, problem)
+                seen[step_id] = (section, index)
+            if isinstance(step.get("uses"), str):
+                _check_action(step["uses"], step.get("with"), loc, problem)
             # in main steps only earlier steps have outputs; rollback/finally may read any
             visible = set(main_ids[:index]) if section == "steps" else set(main_ids) | set(seen)
-            _check_templates(step, loc, model, visible, problem)
-    if problems:
+            _check_templates(step, loc, params, visible, problem)
+    if problems or model is None:
         raise ValidationFailed(problems, file=path)
     return LoadedRunbook(model, path, hashlib.sha256(raw).hexdigest(), step_lines)
 
 
-def _check_action(step: Step, loc: tuple[str | int, ...], problem: Any) -> None:
-    action = registry.get(step.uses)
+def _check_action(uses: str, with_: Any, loc: tuple[str | int, ...], problem: Any) -> None:
+    action = registry.get(uses)
     if action is None:
         problem(
-            f"unknown action '{step.uses}'.",
+            f"unknown action '{uses}'.",
             (*loc, "uses"),
             fix=f"use one of: {', '.join(registry.names())} (or install the plugin that provides it).",
         )
         return
+    given = with_ if isinstance(with_, dict) else {}
     fields = action.Args.model_fields
     aliases = {f.alias or n for n, f in fields.items()}
-    for key in step.with_:
+    for key in given:
         if key not in aliases:
             problem(
-                f"action '{step.uses}' has no argument '{key}'.",
+                f"action '{uses}' has no argument '{key}'.",
                 (*loc, "with", key),
                 fix=f"arguments are: {', '.join(sorted(aliases)) or 'none'}.",
             )
     for name, info in fields.items():
-        if info.is_required() and (info.alias or name) not in step.with_:
-            problem(f"action '{step.uses}' needs argument '{info.alias or name}'.", (*loc, "with"))
+        if info.is_required() and (info.alias or name) not in given:
+            problem(f"action '{uses}' needs argument '{info.alias or name}'.", (*loc, "with"))
 
 
 def _iter_strings(value: Any, loc: tuple[str | int, ...]) -> Any:
@@ -341,11 +356,15 @@ def _iter_strings(value: Any, loc: tuple[str | int, ...]) -> Any:
 
 
 def _check_templates(
-    step: Step, loc: tuple[str | int, ...], model: Runbook, visible_steps: set[str], problem: Any
+    step: dict[str, Any],
+    loc: tuple[str | int, ...],
+    params: dict[str, Any],
+    visible_steps: set[str],
+    problem: Any,
 ) -> None:
-    candidates = list(_iter_strings(step.with_, (*loc, "with")))
-    if isinstance(step.when, str):
-        candidates.append(((*loc, "when"), step.when))
+    candidates = list(_iter_strings(step.get("with") or {}, (*loc, "with")))
+    if isinstance(step.get("when"), str):
+        candidates.append(((*loc, "when"), step["when"]))
     for where, text in candidates:
         is_when = where[-1] == "when"
         if not is_when and not templating.has_template(text):
@@ -362,11 +381,11 @@ def _check_templates(
                     where,
                     fix="templates see site, params, steps and run (e.g. site.docroot, params.x).",
                 )
-            elif root == "params" and attr is not None and attr not in model.params:
+            elif root == "params" and attr is not None and attr not in params:
                 problem(
                     f"template uses params.{attr}, which the runbook does not declare.",
                     where,
-                    fix=f"declare it under params, or use one of: {', '.join(model.params) or 'none'}.",
+                    fix=f"declare it under params, or use one of: {', '.join(params) or 'none'}.",
                 )
             elif root == "steps" and attr is not None and attr not in visible_steps:
                 problem(

@@ -114,13 +114,14 @@ def references(tree: nodes.Template) -> Iterator[tuple[str, str | None]]:
     undeclared = meta.find_undeclared_variables(tree)
     seen_roots: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
         if isinstance(target, nodes.Name) and target.name in undeclared:
             attr: str | None = None
             if isinstance(node, nodes.Getattr):
                 attr = node.attr
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                attr = node.arg.value
+            elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+                attr = node.arg.value if isinstance(node.arg.value, str) else None
             seen_roots.add(target.name)
             yield target.name, attr
     for name in undeclared - seen_roots:

@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 
 #: a string-typed argument that also takes numbers and booleans (a rendered "{{ 90 }}" is an int)
-Text = Annotated[str, BeforeValidator(lambda v: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v)]
+Text = Annotated[
+    str,
+    BeforeValidator(
+        lambda v: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, int | float) else v
+    ),
+]
 
 
 class Args(BaseModel):
