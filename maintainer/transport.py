@@ -196,6 +196,10 @@ class HostKey:
     host: str = ""
     port: int = 22
     user: str = ""
+    # every var that changes how we connect (key, known_hosts, ...): two sites on one
+    # host with different settings must not share a connection, or one site's host-key
+    # check would be skipped by reusing the other's already verified connection
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 class Connections:
@@ -233,12 +237,21 @@ def host_key(site_vars: Mapping[str, Any], name: str) -> HostKey:
             key=f"{name}.ansible_connection",
             fix="use 'local' or 'ssh'.",
         )
+    from .ssh import CONNECTION_VARS
+
     return HostKey(
         "ssh",
-        host=str(site_vars.get("ansible_host", name)),
-        port=int(site_vars.get("ansible_port", 22)),
-        user=str(site_vars.get("ansible_user", "") or os.environ.get("USER", "root")),
+        host=str(site_vars.get("ansible_host") or site_vars.get("ansible_ssh_host") or name),
+        port=int(site_vars.get("ansible_port") or site_vars.get("ansible_ssh_port") or 22),
+        user=str(site_vars.get("ansible_user") or site_vars.get("ansible_ssh_user") or _login_name()),
+        settings=tuple((k, str(site_vars[k])) for k in CONNECTION_VARS if k in site_vars),
     )
+
+
+def _login_name() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 def make_transport(key: HostKey, site_vars: Mapping[str, Any]) -> Transport:

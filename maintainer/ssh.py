@@ -1,0 +1,830 @@
+"""The SSH transport: one paramiko connection per host, shared by its sites.
+
+Commands go through a small pool of long-lived ``bash --noprofile --norc``
+sessions on that connection: a new SSH session costs about 45 ms, a line sent
+to an open shell well under a millisecond. Each command line is framed by a
+random token that the shell prints after it, with the exit code on stdout and
+alone on stderr, so rc, stdout and stderr come back separately even when the
+output lacks a trailing newline. Calls with ``stdin`` data, and every call in
+``maintainer_ssh_mode: exec``, use one SSH session per command instead.
+
+A timeout is enforced on the remote side by GNU ``timeout``, which runs the
+command in its own process group and signals the whole group (TERM, then KILL
+after a grace period); the client keeps a deadline of its own in case the
+remote never answers.
+
+Files move over SFTP on the same connection; writes are atomic (temp file in
+the same directory, chmod, fsync, ``posix-rename``).
+
+Host keys are checked strictly: an unknown or changed key refuses the
+connection unless the site sets ``maintainer_host_key_checking: false``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import posixpath
+import secrets
+import select
+import shlex
+import socket
+import stat
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import paramiko
+from paramiko.sftp import CMD_EXTENDED
+
+from .errors import BadInput, TransportError, Unreachable
+from .transport import KILL_GRACE_SECONDS, CommandResult, Transport, shell_line
+
+log = logging.getLogger(__name__)
+#: paramiko's own log lines for our connections (set_log_channel), kept apart so
+#: that we can tone down the ones we handle ourselves
+PARAMIKO_LOG = f"{__name__}.paramiko"
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+KEEPALIVE_SECONDS = 15
+#: sshd's MaxSessions defaults to 10 sessions per connection. One is kept for
+#: SFTP and one as slack: sshd still counts a session for a moment after we
+#: close it (until its shell exits and the channel is collected).
+MAX_SESSIONS = 10
+MAX_CHANNELS = MAX_SESSIONS - 2  # shells + exec sessions open at once
+MAX_SHELLS = 8
+#: how long past its timeout (plus kill grace) we wait for a command's answer
+#: before we give up on the session
+ANSWER_SLACK_SECONDS = 5.0
+#: GNU timeout exits 124 when it timed out, 137 when it had to use KILL
+TIMEOUT_CODES = (124, 137)
+MODES = ("shell", "exec")
+#: the site vars that shape a connection (read by from_vars): sites on one host
+#: may share a transport only if these agree
+CONNECTION_VARS = (
+    "ansible_ssh_private_key_file",
+    "ansible_private_key_file",
+    "ansible_ssh_pass",
+    "ansible_password",
+    "maintainer_known_hosts",
+    "maintainer_host_key_checking",
+    "maintainer_connect_timeout",
+    "maintainer_ssh_mode",
+)
+
+
+class _UnknownHostKey(paramiko.SSHException):
+    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+        super().__init__(f"host key for {hostname} not found in known_hosts")
+        self.hostname = hostname
+        self.key = key
+
+
+class _StrictPolicy(paramiko.RejectPolicy):
+    """RejectPolicy that keeps the offered key, so the message can show it."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise _UnknownHostKey(hostname, key)
+
+
+class _AcceptWithWarning(paramiko.WarningPolicy):
+    """The explicit opt-out: accept any host key, but say so in our own log."""
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        log.warning(
+            "%s: host key checking is off (maintainer_host_key_checking: false); accepting %s",
+            hostname,
+            _describe(key),
+        )
+
+
+class _ShellLost(Exception):
+    """The shell session ended (or broke) before answering."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent  # False: the command never reached the shell, so a retry is safe
+
+
+class _NoAnswer(Exception):
+    """The deadline passed before the command's answer came back."""
+
+    def __init__(self, out: bytes, err: bytes) -> None:
+        super().__init__("no answer before the deadline")
+        self.out = out
+        self.err = err
+
+
+class _Shell:
+    """One remote ``bash`` reading command lines from its stdin."""
+
+    def __init__(self, channel: paramiko.Channel, generation: int) -> None:
+        self.channel = channel
+        self.generation = generation
+        self.broken = False
+
+    def alive(self) -> bool:
+        ch = self.channel
+        return not (self.broken or ch.closed or ch.eof_received or ch.exit_status_ready())
+
+    def drain(self) -> None:
+        """Drop stray output (e.g. from a previous command's background children)."""
+        ch = self.channel
+        while ch.recv_ready():
+            ch.recv(65536)
+        while ch.recv_stderr_ready():
+            ch.recv_stderr(65536)
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self.channel.close()
+        except Exception:  # closing a dead channel must not hide the real error
+            log.debug("closing a shell channel failed", exc_info=True)
+
+
+class SSHTransport(Transport):
+    """Runs commands and moves files on one host over one SSH connection."""
+
+    #: what each pooled session runs; commands are then written to its stdin
+    shell_command = "exec bash --noprofile --norc"
+
+    def __init__(
+        self,
+        host: str,
+        port: int = 22,
+        user: str = "root",
+        *,
+        key_file: str | None = None,
+        password: str | None = None,
+        known_hosts: str | None = None,
+        host_key_checking: bool = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        mode: str = "shell",
+        max_shells: int = MAX_SHELLS,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        self.host = host
+        self.port = int(port)
+        self.user = user
+        self.key_file = os.path.expanduser(key_file) if key_file else None
+        self._password = password  # never logged, never in repr
+        self.known_hosts = os.path.expanduser(known_hosts or "~/.ssh/known_hosts")
+        self.host_key_checking = host_key_checking
+        self.connect_timeout = float(connect_timeout)
+        self.mode = mode
+        self.max_shells = max(1, min(max_shells, MAX_CHANNELS))
+        self.label = f"{user}@{host}:{self.port}"
+
+        # One lock guards the connection, the shell pool and the counters;
+        # the condition wakes threads waiting for a free session slot.
+        self._lock = threading.Lock()
+        self._slot_freed = threading.Condition(self._lock)
+        self._client: paramiko.SSHClient | None = None
+        self._generation = 0  # bumped on every (re)connect and close: old shells are dropped
+        self._idle: list[_Shell] = []
+        self._shells = 0  # shells that exist in this generation (idle or busy)
+        self._channels = 0  # shells + exec sessions open now (SFTP not counted)
+        self._shell_unusable = False  # the remote shell failed its handshake: use exec
+        # SFTP is one session for the whole connection, used by one thread at a time.
+        self._sftp_lock = threading.Lock()
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_generation = -1
+
+        #: counters, for tests and diagnostics
+        self.connections_opened = 0
+        self.sessions_opened = 0  # every SSH session channel: shells, execs, SFTP
+        self.shells_opened = 0
+        self.peak_shells = 0  # most shells open at the same time
+        self.execs_opened = 0
+
+    @classmethod
+    def from_vars(cls, host: str, port: int, user: str, site_vars: Mapping[str, Any]) -> SSHTransport:
+        """Build from a site's inventory vars (Ansible's names where they exist)."""
+        key_file = site_vars.get("ansible_ssh_private_key_file") or site_vars.get("ansible_private_key_file")
+        password = site_vars.get("ansible_ssh_pass") or site_vars.get("ansible_password")
+        mode = str(site_vars.get("maintainer_ssh_mode", "shell")).strip().lower()
+        if mode not in MODES:
+            raise BadInput(
+                f"unknown SSH mode '{mode}'.",
+                key="maintainer_ssh_mode",
+                fix="use 'shell' (default: commands through a reused shell) or 'exec'.",
+            )
+        try:
+            connect_timeout = float(site_vars.get("maintainer_connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+        except (TypeError, ValueError):
+            raise BadInput(
+                "maintainer_connect_timeout must be a number of seconds.",
+                key="maintainer_connect_timeout",
+            ) from None
+        return cls(
+            host,
+            port,
+            user,
+            key_file=str(key_file) if key_file else None,
+            password=str(password) if password else None,
+            known_hosts=str(site_vars.get("maintainer_known_hosts") or "") or None,
+            host_key_checking=_as_bool(site_vars.get("maintainer_host_key_checking", True)),
+            connect_timeout=connect_timeout,
+            mode=mode,
+        )
+
+    def __repr__(self) -> str:
+        return f"SSHTransport({self.label!r}, mode={self.mode!r})"
+
+    def __enter__(self) -> SSHTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connection -------------------------------------------------------
+
+    def connect(self) -> None:
+        with self._lock:
+            self._ensure_connected()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+            idle, self._idle = self._idle, []
+            self._generation += 1
+            self._shells = 0
+            self._channels = 0
+            self._slot_freed.notify_all()
+        # Not under _sftp_lock: a transfer in progress must not delay close();
+        # closing the client below ends it, and the next use opens a new session.
+        sftp, self._sftp = self._sftp, None
+        for shell in idle:
+            shell.close()
+        if sftp is not None:
+            try:
+                sftp.close()
+            except Exception:
+                log.debug("closing SFTP failed", exc_info=True)
+        if client is not None:
+            client.close()  # closes the transport and every channel still on it
+
+    def _ensure_connected(self) -> paramiko.Transport:
+        """The live paramiko transport, connecting first if needed; hold ``_lock``."""
+        if self._client is not None:
+            t = self._client.get_transport()
+            if t is not None and t.is_active():
+                return t
+            # The connection died (network, sshd restart): start over.
+            log.info("%s: connection lost, reconnecting", self.label)
+            self._client.close()
+            self._client = None
+            self._idle = []
+            self._shells = 0
+            self._channels = 0
+            self._generation += 1
+        self._client = self._open_client()
+        self._generation += 1
+        self.connections_opened += 1
+        t = self._client.get_transport()
+        assert t is not None
+        return t
+
+    def _open_client(self) -> paramiko.SSHClient:
+        if self.key_file and not os.path.exists(self.key_file):
+            raise Unreachable(self.label, f"private key file {self.key_file} does not exist")
+        client = paramiko.SSHClient()
+        client.set_log_channel(PARAMIKO_LOG)
+        if self.host_key_checking:
+            if os.path.exists(self.known_hosts):
+                # "system" keys are never written back, unlike load_host_keys()
+                client.load_system_host_keys(self.known_hosts)
+            client.set_missing_host_key_policy(_StrictPolicy())
+        else:
+            # Explicit opt-out: accept whatever the server offers, with a warning.
+            client.set_missing_host_key_policy(_AcceptWithWarning())
+        sock: socket.socket | None = None
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+            # Without it each small command write waits for Nagle: ~44 ms -> ~2 ms.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Only try default keys and the agent when nothing was configured,
+            # so a site's explicit credentials are what decides.
+            explicit = bool(self.key_file or self._password)
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                password=self._password,
+                key_filename=self.key_file,
+                sock=sock,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+                channel_timeout=self.connect_timeout,
+                allow_agent=not explicit,
+                look_for_keys=not explicit,
+            )
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            client.close()
+            if sock is not None:
+                sock.close()
+            raise Unreachable(self.label, self._explain(exc)) from exc
+        t = client.get_transport()
+        assert t is not None
+        t.set_keepalive(KEEPALIVE_SECONDS)
+        log.debug("%s: connected", self.label)
+        return client
+
+    def _explain(self, exc: BaseException) -> str:
+        """One clear sentence for a failed connect (never includes the password)."""
+        where = f"{self.host}:{self.port}"
+        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        if isinstance(exc, ConnectionRefusedError):
+            return f"connection refused by {where} (is sshd running and listening on that port?)"
+        if isinstance(exc, TimeoutError):
+            return f"connection to {where} timed out after {self.connect_timeout:g}s"
+        if isinstance(exc, socket.gaierror):
+            return f"cannot resolve host name '{self.host}': {exc.strerror}"
+        if isinstance(exc, _UnknownHostKey):
+            missing = "" if os.path.exists(self.known_hosts) else " (that file does not exist)"
+            return (
+                f"host key for {name} is not in known_hosts file {self.known_hosts}{missing} "
+                f"(strict host-key checking; the server offered {_describe(exc.key)}). "
+                f"Verify that key, then add it: ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}"
+            )
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return (
+                f"HOST KEY MISMATCH for {name}: the server offered {_describe(exc.key)} but "
+                f"known_hosts file {self.known_hosts} expects {_describe(exc.expected_key)}. "
+                "Someone may be intercepting the connection (man-in-the-middle attack), or the "
+                "host key was changed. Do not continue before you have verified the new key; "
+                f"then replace the old entry: ssh-keygen -R '{name}' -f {self.known_hosts}"
+            )
+        if isinstance(exc, paramiko.AuthenticationException) or (
+            isinstance(exc, paramiko.SSHException) and "No authentication methods" in str(exc)
+        ):
+            tried = (
+                f"key file {self.key_file}"
+                if self.key_file
+                else "a password"
+                if self._password
+                else "the SSH agent and default keys"
+            )
+            if self.key_file and self._password:
+                tried += " and a password"
+            return f"authentication failed for user '{self.user}' (tried {tried})"
+        if isinstance(exc, OSError):
+            return f"cannot connect to {where}: {exc.strerror or exc}"
+        if "protocol banner" in str(exc) or "No existing session" in str(exc):
+            # the server accepted TCP but never finished the SSH handshake
+            return (
+                f"no SSH handshake with {where} within {self.connect_timeout:g}s "
+                "(is an SSH server listening on that port?)"
+            )
+        return f"SSH handshake with {where} failed: {exc}"
+
+    # -- commands ---------------------------------------------------------
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+    ) -> CommandResult:
+        line = shell_line(command, cwd=cwd, env=env)
+        # stdin data cannot be fed through the shared shell: stream it over its own session.
+        if self.mode == "exec" or stdin is not None or self._shell_unusable:
+            return self._run_exec(line, timeout, stdin)
+        started = time.monotonic()
+        for _attempt in range(2):
+            shell = self._take_shell()
+            if shell is None:  # no shell could be opened: fall back to exec for this call
+                return self._run_exec(line, timeout, stdin)
+            try:
+                return self._run_in_shell(shell, line, timeout, started)
+            except _ShellLost as exc:
+                if exc.sent:
+                    raise TransportError(
+                        f"{self.label}: the remote shell session ended while running a command "
+                        f"({exc}); it may or may not have completed."
+                    ) from exc
+                # The shell was already dead before we sent anything: safe to retry once.
+            finally:
+                self._give_back(shell)
+        raise TransportError(f"{self.label}: could not send the command to a remote shell")
+
+    def _run_in_shell(self, shell: _Shell, line: str, timeout: float | None, started: float) -> CommandResult:
+        token = _token()
+        script = (
+            f"{_guarded(line, timeout, with_stdin=False)}; "
+            f"printf '%s:%d\\n' {token} \"$__mt_rc\"; printf '%s\\n' {token} >&2\n"
+        )
+        shell.drain()
+        try:
+            shell.channel.sendall(script.encode())
+        except OSError as exc:
+            shell.broken = True
+            raise _ShellLost(f"cannot send: {exc}", sent=False) from exc
+        deadline = _deadline(started, timeout)
+        try:
+            rc, out, err = _read_frame(shell.channel, token.encode(), deadline)
+        except _ShellLost:
+            shell.broken = True
+            raise
+        except _NoAnswer as exc:
+            # The remote timeout should have answered long ago: give the session up.
+            shell.broken = True
+            return _result(-1, exc.out, exc.err, started, timed_out=True)
+        return _result(rc, out, err, started, timed_out=_timed_out(rc, timeout, started))
+
+    def _run_exec(self, line: str, timeout: float | None, stdin: bytes | None) -> CommandResult:
+        started = time.monotonic()
+        script = f'{_guarded(line, timeout, with_stdin=stdin is not None)}; exit "$__mt_rc"'
+        chan, generation = self._open_exec_channel()
+        try:
+            chan.exec_command(f"bash --noprofile --norc -c {shlex.quote(script)}")
+            feeder = None
+            if stdin:
+                # A separate thread, so a command that writes a lot before it reads
+                # all of its input cannot deadlock against us.
+                feeder = threading.Thread(target=_feed, args=(chan, stdin), daemon=True)
+                feeder.start()
+            else:
+                chan.shutdown_write()
+            deadline = _deadline(started, timeout)
+            try:
+                rc, out, err = _read_until_exit(chan, deadline)
+            except _NoAnswer as exc:
+                return _result(-1, exc.out, exc.err, started, timed_out=True)
+            if rc == -1 and not chan.get_transport().is_active():
+                raise TransportError(
+                    f"{self.label}: the connection was lost while running a command; "
+                    "it may or may not have completed."
+                )
+            if feeder is not None:
+                feeder.join(1.0)
+            return _result(rc, out, err, started, timed_out=_timed_out(rc, timeout, started))
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise TransportError(f"{self.label}: SSH session failed: {exc}") from exc
+        finally:
+            chan.close()
+            self._release_exec_slot(generation)
+
+    # -- the session pool -------------------------------------------------
+
+    def _take_shell(self) -> _Shell | None:
+        """A free shell, a new one if the pool may grow, else wait; None if none can open."""
+        while True:
+            with self._lock:
+                while True:
+                    transport = self._ensure_connected()
+                    while self._idle:
+                        shell = self._idle.pop()
+                        if shell.alive():
+                            return shell
+                        self._drop_shell(shell)
+                    if self._shells < self.max_shells and self._channels < MAX_CHANNELS:
+                        self._shells += 1
+                        self._channels += 1
+                        self.peak_shells = max(self.peak_shells, self._shells)
+                        generation = self._generation
+                        break
+                    self._slot_freed.wait()
+            # Open outside the lock: other threads keep using their shells meanwhile.
+            try:
+                return self._open_shell(transport, generation)
+            except Exception as exc:
+                with self._lock:
+                    if generation == self._generation:
+                        self._shells -= 1
+                        self._channels -= 1
+                        self._slot_freed.notify()
+                    if isinstance(exc, paramiko.ChannelException) and self._shells > 0:
+                        # sshd allows fewer sessions than we thought (MaxSessions):
+                        # keep the pool at its current size and wait for a free shell.
+                        log.info(
+                            "%s: sshd refused another session; pool capped at %d shells",
+                            self.label,
+                            self._shells,
+                        )
+                        self.max_shells = self._shells
+                        continue
+                    if not isinstance(
+                        exc, OSError | EOFError | paramiko.SSHException | _ShellLost | _NoAnswer
+                    ):
+                        raise  # a bug, not the remote side: counters are restored above
+                    if isinstance(exc, _ShellLost | _NoAnswer) and transport.is_active():
+                        self._shell_unusable = True  # the session opened but bash never answered
+                log.warning(
+                    "%s: cannot open a remote shell session (%s); using one SSH session per command",
+                    self.label,
+                    exc,
+                )
+                return None
+
+    def _open_shell(self, transport: paramiko.Transport, generation: int) -> _Shell:
+        chan = self._open_session(transport)
+        with self._lock:
+            self.sessions_opened += 1
+            self.shells_opened += 1
+        try:
+            chan.exec_command(self.shell_command)
+            # Handshake: whatever the login prints (motd, rc-file noise) comes before
+            # this token and is thrown away; it also proves that bash answers.
+            token = _token()
+            chan.sendall(f"printf '%s:0\\n' {token}; printf '%s\\n' {token} >&2\n".encode())
+            _read_frame(chan, token.encode(), time.monotonic() + self.connect_timeout)
+        except BaseException:
+            chan.close()
+            raise
+        return _Shell(chan, generation)
+
+    def _give_back(self, shell: _Shell) -> None:
+        with self._lock:
+            if shell.generation != self._generation:
+                shell.close()  # from a closed connection; already uncounted
+            elif shell.alive():
+                self._idle.append(shell)
+            else:
+                self._drop_shell(shell)
+            self._slot_freed.notify()
+
+    def _drop_shell(self, shell: _Shell) -> None:
+        """Close a dead shell of the current generation; hold ``_lock``."""
+        shell.close()
+        self._shells -= 1
+        self._channels -= 1
+
+    def _open_exec_channel(self) -> tuple[paramiko.Channel, int]:
+        with self._lock:
+            while True:
+                transport = self._ensure_connected()
+                if self._channels < MAX_CHANNELS:
+                    break
+                if self._idle:  # trade an idle shell for this session
+                    self._drop_shell(self._idle.pop())
+                    continue
+                self._slot_freed.wait()
+            self._channels += 1
+            self.sessions_opened += 1
+            self.execs_opened += 1
+            generation = self._generation
+        try:
+            return self._open_session(transport), generation
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._release_exec_slot(generation)
+            raise TransportError(f"{self.label}: cannot open an SSH session: {exc}") from exc
+
+    def _open_session(self, transport: paramiko.Transport) -> paramiko.Channel:
+        """open_session, retried briefly while sshd still counts sessions we just closed."""
+        deadline = time.monotonic() + self.connect_timeout
+        delay = 0.01
+        while True:
+            try:
+                return transport.open_session(timeout=self.connect_timeout)
+            except paramiko.SSHException:
+                # ChannelException normally; paramiko hands a concurrent failure's
+                # exception to only one thread, the others get a bare SSHException.
+                if time.monotonic() + delay > deadline or not transport.is_active():
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def _release_exec_slot(self, generation: int) -> None:
+        with self._lock:
+            if generation == self._generation:
+                self._channels -= 1
+            self._slot_freed.notify()
+
+    # -- files ------------------------------------------------------------
+
+    def _sftp_client(self) -> paramiko.SFTPClient:
+        """The connection's SFTP session, opened on first use; hold ``_sftp_lock``."""
+        with self._lock:
+            transport = self._ensure_connected()
+            generation = self._generation
+        sftp = self._sftp
+        if sftp is not None and self._sftp_generation == generation and not sftp.get_channel().closed:
+            return sftp
+        if sftp is not None:
+            sftp.close()
+        try:
+            chan = self._open_session(transport)
+            chan.invoke_subsystem("sftp")
+            sftp = paramiko.SFTPClient(chan)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise TransportError(f"{self.label}: cannot open an SFTP session: {exc}") from exc
+        with self._lock:
+            self.sessions_opened += 1
+        self._sftp, self._sftp_generation = sftp, generation
+        return sftp
+
+    def read_file(self, path: str) -> bytes | None:
+        with self._sftp_lock:
+            sftp = self._sftp_client()
+            try:
+                with sftp.open(path, "rb") as fh:
+                    fh.prefetch()
+                    return bytes(fh.read())
+            except FileNotFoundError:
+                return None
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise TransportError(f"{self.label}: cannot read {path}: {exc}") from exc
+
+    def write_file(self, path: str, data: bytes, mode: int | None = None) -> None:
+        directory, name = posixpath.split(path)
+        tmp = posixpath.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+        with self._sftp_lock:
+            sftp = self._sftp_client()
+            try:
+                if mode is None:
+                    try:
+                        mode = stat.S_IMODE(sftp.stat(path).st_mode or 0o644)
+                    except FileNotFoundError:
+                        mode = 0o644
+                # "x": never follow or clobber something already at the temp name
+                with sftp.open(tmp, "wbx") as fh:
+                    fh.chmod(mode)  # before any data: a secret is never readable by others
+                    fh.set_pipelined(True)
+                    fh.write(data)
+                    fh.flush()
+                    _fsync(sftp, fh)
+                sftp.posix_rename(tmp, path)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                    sftp.remove(tmp)  # don't leave the temp file behind
+                raise TransportError(f"{self.label}: cannot write {path}: {exc}") from exc
+
+
+# -- helpers --------------------------------------------------------------
+
+
+class _QuietRetriedOpens(logging.Filter):
+    """paramiko logs a refused session open as ERROR; we retry it or report it ourselves."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "open FAILED" in str(record.msg):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+logging.getLogger(PARAMIKO_LOG).addFilter(_QuietRetriedOpens())
+
+
+def _token() -> str:
+    return "mt" + secrets.token_hex(16)
+
+
+def _guarded(line: str, timeout: float | None, *, with_stdin: bool) -> str:
+    """Bash that runs ``line`` and leaves its exit code in ``$__mt_rc``.
+
+    With a timeout the command runs under GNU ``timeout``, which makes itself
+    a process-group leader and sends TERM to the whole group, so background
+    children get it too (and KILL after the grace period if the command is
+    still running). It runs in the background so we learn its PID, which is the
+    group id: once it has answered 124/137, whatever is left of the group gets
+    the rest of the grace period to exit after the TERM, then KILL, so neither
+    TERM handlers nor children that ignore TERM are left behind.
+    """
+    redirect = "<&0" if with_stdin else "</dev/null"
+    if timeout is None:
+        return f"{line} {redirect}; __mt_rc=$?"
+    seconds = f"{max(timeout, 0.001):.3f}"  # 0 would mean "no timeout" to GNU timeout
+    ticks = max(1, round(KILL_GRACE_SECONDS * 10))  # grace, in steps of 0.1 s
+    return (
+        f"timeout -k {KILL_GRACE_SECONDS:g} {seconds} bash -c {shlex.quote(line)} {redirect} & "
+        '__mt_pid=$!; wait "$__mt_pid" 2>/dev/null; __mt_rc=$?; '  # 2>/dev/null: no "Killed" notice
+        f"case $__mt_rc in {'|'.join(map(str, TIMEOUT_CODES))}) __mt_n=0; "
+        # live members only: zombies (not yet reaped by init) need no grace; without
+        # pgrep (or its -r) the loop ends at once and the KILL comes right away
+        f'while [ $__mt_n -lt {ticks} ] && pgrep -g "$__mt_pid" -r R,S,D,T,t,W,I >/dev/null 2>&1; '
+        "do sleep 0.1; __mt_n=$((__mt_n + 1)); done; "
+        'kill -KILL -- "-$__mt_pid" 2>/dev/null;; esac'
+    )
+
+
+def _deadline(started: float, timeout: float | None) -> float | None:
+    """When we stop waiting for an answer: well after the remote timeout's KILL."""
+    return None if timeout is None else started + timeout + KILL_GRACE_SECONDS + ANSWER_SLACK_SECONDS
+
+
+def _timed_out(rc: int, timeout: float | None, started: float) -> bool:
+    # GNU timeout answers 124/137; the command itself could too, but not after
+    # the deadline had passed on our side (the remote clock starts later).
+    return timeout is not None and rc in TIMEOUT_CODES and time.monotonic() - started >= timeout
+
+
+def _result(rc: int, out: bytes, err: bytes, started: float, *, timed_out: bool) -> CommandResult:
+    return CommandResult(
+        rc=rc,
+        stdout=out.decode("utf-8", "replace"),
+        stderr=err.decode("utf-8", "replace"),
+        duration=time.monotonic() - started,
+        timed_out=timed_out,
+    )
+
+
+def _wait_readable(chan: paramiko.Channel, deadline: float | None) -> None:
+    """Sleep until the channel has data or news, at most a second at a time."""
+    wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+    try:
+        select.select([chan.fileno()], [], [], wait)
+    except (OSError, ValueError):  # closed under us by close(): the caller re-checks
+        time.sleep(min(wait, 0.05))
+
+
+def _read_frame(chan: paramiko.Channel, token: bytes, deadline: float | None) -> tuple[int, bytes, bytes]:
+    """Read one command's answer from a shell: ``out TOKEN:rc\\n`` and ``err TOKEN\\n``."""
+    out = bytearray()
+    err = bytearray()
+    rc: int | None = None
+    err_done = False
+    out_marker = token + b":"
+    err_marker = token + b"\n"
+    out_scan = err_scan = 0
+    while rc is None or not err_done:
+        got = False
+        if rc is None and chan.recv_ready():
+            out += chan.recv(65536)
+            got = True
+            idx = out.find(out_marker, out_scan)
+            if idx < 0:
+                out_scan = max(0, len(out) - len(out_marker))
+            else:
+                out_scan = idx
+                end = out.find(b"\n", idx)
+                if end >= 0:
+                    rc = int(out[idx + len(out_marker) : end])
+                    del out[idx:]
+        if not err_done and chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            got = True
+            idx = err.find(err_marker, err_scan)
+            if idx < 0:
+                err_scan = max(0, len(err) - len(err_marker))
+            else:
+                err_done = True
+                del err[idx:]
+        if got:
+            continue
+        if chan.closed or chan.eof_received or chan.exit_status_ready():
+            raise _ShellLost("the shell exited or its channel closed")
+        if deadline is not None and time.monotonic() >= deadline:
+            raise _NoAnswer(bytes(out), bytes(err))
+        _wait_readable(chan, deadline)
+    return rc, bytes(out), bytes(err)
+
+
+def _read_until_exit(chan: paramiko.Channel, deadline: float | None) -> tuple[int, bytes, bytes]:
+    """Read an exec session's output to EOF, then its exit status."""
+    out = bytearray()
+    err = bytearray()
+    while True:
+        got = False
+        if chan.recv_ready():
+            out += chan.recv(65536)
+            got = True
+        if chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+            got = True
+        if got:
+            continue
+        if chan.eof_received or chan.closed:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            raise _NoAnswer(bytes(out), bytes(err))
+        _wait_readable(chan, deadline)
+    # The exit status comes right after EOF; without one (killed by a signal) it is -1.
+    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+    if not chan.status_event.wait(wait):
+        raise _NoAnswer(bytes(out), bytes(err))
+    return chan.recv_exit_status(), bytes(out), bytes(err)
+
+
+def _feed(chan: paramiko.Channel, data: bytes) -> None:
+    try:
+        chan.sendall(data)
+        chan.shutdown_write()
+    except (OSError, EOFError, paramiko.SSHException):
+        log.debug("feeding stdin failed (the command may have exited early)", exc_info=True)
+
+
+def _fsync(sftp: paramiko.SFTPClient, fh: paramiko.SFTPFile) -> None:
+    """fsync@openssh.com, if the server has it (paramiko has no public API for it)."""
+    try:
+        sftp._request(CMD_EXTENDED, "fsync@openssh.com", fh.handle)
+    except (OSError, paramiko.SSHException):
+        log.debug("SFTP server without fsync@openssh.com; relying on rename only")
+
+
+def _describe(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} key {key.fingerprint}"
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "no", "off", "0", "n", "")
+    return bool(value)
