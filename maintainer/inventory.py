@@ -587,7 +587,11 @@ def _render_site(
     from ansible.errors import AnsibleError
     from ansible.template import Templar
 
-    decrypted = {k: _decrypt(v, (k,), name, secrets, redactor) for k, v in all_vars.items()}
+    # magic vars (groups lists every host) hold no vault values: walking them for every
+    # host made loading quadratic in the number of hosts
+    decrypted = {
+        k: v if k in magic else _decrypt(v, (k,), name, secrets, redactor) for k, v in all_vars.items()
+    }
     # magic vars stay in the template context: a var may use `groups` or `inventory_dir`
     templar = Templar(loader=loader, variables=decrypted)
     site_vars: dict[str, Any] = {}

@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,13 @@ def sshd_server() -> Iterator[SSHServer]:
         pytest.skip("the sshd fixture needs root (test user, sshd privilege separation)")
     if not os.path.exists(SSHD):
         pytest.skip("openssh-server is not installed")
+    with running_sshd() as server:
+        yield server
+
+
+@contextmanager
+def running_sshd() -> Iterator[SSHServer]:
+    """Start a throwaway sshd (the fixture and bench/ use this); stopped and removed on exit."""
     _ensure_test_user()
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
 
