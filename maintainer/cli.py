@@ -132,6 +132,7 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
     help="Wait this long for a site lock held by another run instead of failing with exit 3.",
 )
 @click.option("--trigger", type=click.Choice(["manual", "cron", "ci"]), help="Override the detected trigger.")
+@click.option("-v", "--verbose", is_flag=True, help="After the summary, show each step's output.")
 @VAULT
 @OUTPUT
 @click.pass_obj
@@ -146,6 +147,7 @@ def run(
     ticket: str | None,
     wait_lock: float,
     trigger: str | None,
+    verbose: bool,
     vault_password_file: str | None,
     output: str,
 ) -> int:
@@ -197,6 +199,8 @@ def run(
     if output == "json":
         _emit_json(result.record())
     else:
+        if verbose:
+            out.print_details(result, console)
         out.print_summary(result, console)
     return result.exit_code
 

@@ -12,6 +12,7 @@ SIGTERM) lets no new step start, while in-flight sites still roll back.
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import secrets
@@ -40,6 +41,7 @@ from .errors import (
     ExitCode,
     LockHeld,
     MaintainerError,
+    RecordFailed,
     StepFailed,
     StepTimeout,
     Unreachable,
@@ -823,8 +825,26 @@ def run(
         exit_code=ExitCode.OK,
     )
     result.status, result.exit_code = outcome_of(results, cancel.is_set())
-    result.entry = ChangeLog(project.settings.changelog).append(change_log_entry(result, options))
+    result.entry = record(project, change_log_entry(result, options))
     return result
+
+
+def record(project: Project, entry: dict[str, Any]) -> dict[str, Any]:
+    """Append the run's entry; if the log refuses it, keep the entry beside it and say so loudly."""
+    path = project.settings.changelog
+    try:
+        return ChangeLog(path).append(entry)
+    except (MaintainerError, OSError) as exc:
+        fallback = path.with_name(f"{path.name}.unrecorded-{entry['run_id']}.json")
+        try:
+            fallback.write_text(json.dumps(entry, indent=2, sort_keys=True, default=str))
+            kept = f"the entry was saved to {fallback}"
+        except OSError as write_exc:
+            kept = f"the entry could not be saved either ({write_exc}); it follows:\n{json.dumps(entry)}"
+        raise RecordFailed(
+            f"the run {entry['run_id']} finished ({entry['status']}) but the change log {path} refused "
+            f"its entry: {exc}. {kept}; fix the log (maintainer log verify) and append it by hand."
+        ) from exc
 
 
 def outcome_of(results: dict[str, SiteResult], interrupted: bool) -> tuple[str, ExitCode]:

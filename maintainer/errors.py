@@ -124,4 +124,10 @@ class StepTimeout(StepFailed):
     pass
 
 
+class RecordFailed(MaintainerError):
+    """The run happened but its change-log entry could not be appended."""
+
+    exit_code = ExitCode.INTERNAL
+
+
 REPORT_URL = "https://github.com/maintainer-dev/maintainer/issues"

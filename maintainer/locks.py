@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,11 @@ from .transport import LocalTransport, Transport
 
 DEFAULT_LOCK_DIR = "~/.maintainer/locks"
 
-# Positional args: dir, name, info, ttl, mode, run_id. Exit 0 = taken (prints
-# ACQUIRED or "BROKE <old info>"), 3 = held (prints the holder's info).
+# Positional args: dir, name, info, ttl, mode, run_id, dead_run_id. Exit 0 = taken
+# (prints ACQUIRED or "BROKE <old info>"), 3 = held (prints the holder's info).
 _REMOTE_SCRIPT = r"""
 set -u
-dir=$1 name=$2 info=$3 ttl=$4 mode=$5 run_id=$6
+dir=$1 name=$2 info=$3 ttl=$4 mode=$5 run_id=$6 dead=${7:-}
 case $dir in "~"|"~/"*) dir="$HOME${dir#\~}";; esac
 mkdir -p -m 0700 "$dir" || exit 10
 f="$dir/$name.lock"
@@ -38,7 +39,7 @@ case $mode in
 acquire)
   if (set -C; printf '%s\n' "$info" > "$f") 2>/dev/null; then echo ACQUIRED; exit 0; fi
   now=$(date +%s); m=$(stat -c %Y "$f" 2>/dev/null || echo "$now")
-  if [ $((now - m)) -gt "$ttl" ]; then
+  if [ $((now - m)) -gt "$ttl" ] || { [ -n "$dead" ] && grep -qF "\"$dead\"" "$f"; }; then
     old=$(cat "$f" 2>/dev/null); rm -f "$f"
     printf '%s\n' "$info" > "$f"; printf 'BROKE %s\n' "$old"; exit 0
   fi
@@ -76,28 +77,65 @@ def acquire(
     ttl: float = 900,
     wait: float = 0,
 ) -> SiteLock:
-    """Take the site's lock, waiting up to ``wait`` seconds; raises LockHeld."""
+    """Take the site's lock, waiting up to ``wait`` seconds; raises LockHeld.
+
+    A lock held by a run of this same controller whose process is gone (a
+    crash, a kill -9) is broken at once instead of after the TTL.
+    """
     payload = json.dumps(info, sort_keys=True)
     run_id = str(info["run_id"])
+    site = _file_name(site)
     deadline = time.monotonic() + wait
+    dead: str | None = None
     while True:
-        taken, detail = _try(transport, lock_dir, site, payload, ttl, run_id)
+        taken, detail = _try(transport, lock_dir, site, payload, ttl, run_id, dead)
         if taken:
             return SiteLock(transport, lock_dir, site, run_id, broken=detail)
+        dead = _dead_local_holder(detail or {}, str(info.get("holder", "")))
+        if dead:
+            continue
         if time.monotonic() >= deadline:
             raise LockHeld(site, detail or {})
         time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
 
 
+def _file_name(site: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", site)
+
+
+def _dead_local_holder(holder: dict[str, Any], our_holder: str) -> str | None:
+    """The holder's run id if it ran on this controller and its process is gone."""
+    host = str(holder.get("holder", "")).rpartition("@")[2]
+    pid, run_id = holder.get("pid"), holder.get("run_id")
+    if not run_id or not isinstance(pid, int) or host != our_holder.rpartition("@")[2]:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return str(run_id)
+    except PermissionError:
+        return None  # alive, another user's process
+    return None
+
+
 def _try(
-    transport: Transport, lock_dir: str, site: str, payload: str, ttl: float, run_id: str
+    transport: Transport,
+    lock_dir: str,
+    site: str,
+    payload: str,
+    ttl: float,
+    run_id: str,
+    dead: str | None = None,
 ) -> tuple[bool, dict[str, Any] | None]:
     if isinstance(transport, LocalTransport):
-        return _local(lock_dir, site, payload, ttl, "acquire", run_id)
+        return _local(lock_dir, site, payload, ttl, "acquire", run_id, dead)
     result = transport.run(
-        ["bash", "-c", _REMOTE_SCRIPT, "lock", lock_dir, site, payload, str(int(ttl)), "acquire", run_id],
+        [
+            "bash", "-c", _REMOTE_SCRIPT, "lock",
+            lock_dir, site, payload, str(int(ttl)), "acquire", run_id, dead or "",
+        ],
         timeout=30,
-    )
+    )  # fmt: skip
     if result.rc == 0:
         line = result.stdout.strip()
         return True, _parse_info(line[6:]) if line.startswith("BROKE ") else None
@@ -128,7 +166,7 @@ def _call(lock: SiteLock, mode: str) -> None:
 
 
 def _local(
-    lock_dir: str, site: str, payload: str, ttl: float, mode: str, run_id: str
+    lock_dir: str, site: str, payload: str, ttl: float, mode: str, run_id: str, dead: str | None = None
 ) -> tuple[bool, dict[str, Any] | None]:
     """The same protocol as the shell script, in-process: no fork per lock."""
     directory = Path(os.path.expanduser(lock_dir))
@@ -139,8 +177,10 @@ def _local(
         if mode == "acquire":
             broken = None
             with contextlib.suppress(FileNotFoundError):
-                if time.time() - path.stat().st_mtime > ttl:
-                    broken = _parse_info(path.read_text())
+                current = path.read_text()
+                expired = time.time() - path.stat().st_mtime > ttl
+                if expired or (dead and _parse_info(current).get("run_id") == dead):
+                    broken = _parse_info(current)
                     path.unlink()
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -7,6 +7,7 @@ for ``--output json``.
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 from datetime import UTC, datetime
@@ -195,7 +196,7 @@ def print_summary(result: RunResult, console: Console) -> None:
     for site in result.sites.values():
         counts[site.status] = counts.get(site.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    seq = f" as entry {result.entry['seq']}" if result.entry else ""
+    seq = f" as entry {result.entry['seq']} (hash {result.entry['hash'][:16]})" if result.entry else ""
     console.print(
         f"{result.status.upper()}: {summary} in {result.duration:.2f}s; recorded{seq}", markup=False
     )
@@ -225,3 +226,24 @@ def print_log(entries: list[dict[str, Any]], console: Console) -> None:
             site_text,
         )
     console.print(table)
+
+
+def print_details(result: RunResult, console: Console, max_lines: int = 20) -> None:
+    """Each step's outputs (secrets masked): what an engineer reads after a health check."""
+    for name, site in result.sites.items():
+        console.print(f"\n[bold]{name}[/]", markup=True)
+        for step in site.steps:
+            style = STATUS_STYLE.get(step.status, "")
+            label = step.id if step.section == "steps" else f"{step.section}:{step.id}"
+            console.print(f"  [{style}]{step.status:>8}[/] {label} [dim]{step.duration:.2f}s[/]", markup=True)
+            for key in ("stdout", "stderr", "msg"):
+                text = str(step.outputs.get(key) or "").rstrip()
+                lines = text.splitlines()
+                for line in lines[:max_lines]:
+                    console.print(f"           {key if key != 'stdout' else '|'} {line}", markup=False)
+                if len(lines) > max_lines:
+                    console.print(f"           ... {len(lines) - max_lines} more lines", style="dim")
+            shown = ("stdout", "stderr", "msg", "rc", "seconds")
+            extra = {k: v for k, v in step.outputs.items() if k not in shown}
+            if extra and step.uses != "shell":
+                console.print(f"           {json.dumps(extra, default=str, sort_keys=True)}", markup=False)

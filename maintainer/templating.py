@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, nodes
+from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 #: the names a runbook template may use at top level
@@ -70,6 +70,13 @@ def _compiled_expression(source: str) -> Any:
     return ENV.compile_expression(source, undefined_to_none=False)
 
 
+def _defined(value: Any) -> Any:
+    """An expression's value; a compiled expression hands back Undefined instead of raising."""
+    if isinstance(value, Undefined):
+        value._fail_with_undefined_error()
+    return value
+
+
 def render(value: Any, context: Mapping[str, Any]) -> Any:
     """Render every template inside ``value`` (str, list, dict), recursively."""
     if isinstance(value, str):
@@ -77,7 +84,7 @@ def render(value: Any, context: Mapping[str, Any]) -> Any:
             return value
         match = _SINGLE_EXPR.match(value)
         if match:
-            return _compiled_expression(match.group("expr"))(**context)
+            return _defined(_compiled_expression(match.group("expr"))(**context))
         return _compiled_template(value).render(**context)
     if isinstance(value, dict):
         return {k: render(v, context) for k, v in value.items()}
@@ -93,7 +100,7 @@ def evaluate(condition: str | bool, context: Mapping[str, Any]) -> bool:
     text = condition.strip()
     match = _SINGLE_EXPR.match(text)
     expr = match.group("expr") if match else text
-    result = _compiled_expression(expr)(**context)
+    result = _defined(_compiled_expression(expr)(**context))
     if isinstance(result, str):
         return result.strip().lower() in ("1", "true", "yes", "on")
     return bool(result)

@@ -40,12 +40,25 @@ def project(tmp_path: Path) -> Path:
     )
 
 
+NOT_CI = {"CI": "", "GITHUB_ACTIONS": "", "CI_JOB_URL": "", "BUILD_URL": "", "MAINTAINER_TRIGGER": ""}
+
+
 def test_exit_0_and_plain_progress_without_a_terminal(project: Path) -> None:
-    result = cli(project, "run", "hello", "--ticket", "OPS-9")
+    result = cli(project, "run", "hello", "--ticket", "OPS-9", env=NOT_CI)
     assert result.returncode == 0, result.stderr
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ web1: say ok", result.stderr, re.M)
     assert "pa55-w0rd-xyz" not in result.stdout + result.stderr
-    assert read_log(project)[-1]["trigger"]["kind"] == "cron"
+    entry = read_log(project)[-1]
+    assert entry["trigger"] == {"kind": "cron", "ci_job_url": None}
+    assert entry["operator"] == "tester" and entry["ticket"] == "OPS-9"
+
+
+def test_ci_trigger_records_the_job_url(project: Path) -> None:
+    env = {**NOT_CI, "GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.example",
+           "GITHUB_REPOSITORY": "acme/sites", "GITHUB_RUN_ID": "42"}
+    assert cli(project, "run", "hello", env=env).returncode == 0
+    trigger = read_log(project)[-1]["trigger"]
+    assert trigger == {"kind": "ci", "ci_job_url": "https://github.example/acme/sites/actions/runs/42"}
 
 
 def test_json_output_is_one_document_on_stdout(project: Path) -> None:

@@ -337,3 +337,36 @@ def test_missing_site_var_is_bad_input_before_anything_runs(tmp_path: Path) -> N
         _run(project)
     assert "docroot" in str(exc.value) and exc.value.line is not None
     assert read_log(project) == []
+
+
+def test_lock_of_a_dead_run_on_this_controller_is_broken_at_once(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    project = _project(tmp_path)
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs, as after a kill -9 of an earlier run
+    holder = {"holder": f"tester@{socket.gethostname()}", "run_id": "r-crashed", "pid": gone.pid}
+    (lock_dir / "site0.lock").write_text(json.dumps(holder))
+    result = _run(project)
+    assert result.exit_code == ExitCode.OK
+    assert result.sites["site0"].lock_broken == holder
+    # a live holder on this controller is respected
+    holder = {"holder": f"tester@{socket.gethostname()}", "run_id": "r-alive", "pid": os.getpid()}
+    (lock_dir / "site0.lock").write_text(json.dumps(holder))
+    assert _run(project).exit_code == ExitCode.CANNOT_START
+
+
+def test_a_refused_change_log_entry_is_kept_and_reported(tmp_path: Path) -> None:
+    from maintainer.errors import RecordFailed
+
+    project = _project(tmp_path)
+    (project / "changelog.jsonl").write_text('{"torn line without end')
+    with pytest.raises(RecordFailed) as exc:
+        _run(project)
+    assert exc.value.exit_code == ExitCode.INTERNAL
+    kept = list(project.glob("changelog.jsonl.unrecorded-*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text())["status"] == "ok"
+    assert str(kept[0]) in str(exc.value)
