@@ -394,7 +394,7 @@ class SSHTransport(Transport):
         timeout: float | None = None,
         stdin: bytes | None = None,
     ) -> CommandResult:
-        line = shell_line(command, cwd=cwd, env=env)
+        line = shell_line(command, cwd=cwd, env=env, wrapper=_timeout_argv(timeout))
         # stdin data cannot be fed through the shared shell: stream it over its own session.
         if self.mode == "exec" or stdin is not None or self._shell_unusable:
             return self._run_exec(line, timeout, stdin)
@@ -678,24 +678,32 @@ def _token() -> str:
     return "mt" + secrets.token_hex(16)
 
 
+def _timeout_argv(timeout: float | None) -> list[str]:
+    """GNU timeout in front of the command: it leads its own process group and signals all of it."""
+    if timeout is None:
+        return []
+    seconds = f"{max(timeout, 0.001):.3f}"  # 0 would mean "no timeout" to GNU timeout
+    return ["timeout", "-k", f"{KILL_GRACE_SECONDS:g}", seconds]
+
+
 def _guarded(line: str, timeout: float | None, *, with_stdin: bool) -> str:
     """Bash that runs ``line`` and leaves its exit code in ``$__mt_rc``.
 
-    With a timeout the command runs under GNU ``timeout``, which makes itself
-    a process-group leader and sends TERM to the whole group, so background
-    children get it too (and KILL after the grace period if the command is
-    still running). It runs in the background so we learn its PID, which is the
-    group id: once it has answered 124/137, whatever is left of the group gets
-    the rest of the grace period to exit after the TERM, then KILL, so neither
-    TERM handlers nor children that ignore TERM are left behind.
+    With a timeout, ``line`` execs GNU ``timeout`` (see ``_timeout_argv``),
+    which makes itself a process-group leader and sends TERM to the whole
+    group, so background children get it too (and KILL after the grace period
+    if the command is still running). It runs in the background so we learn
+    its PID, which is the group id: once it has answered 124/137, whatever is
+    left of the group gets the rest of the grace period to exit after the
+    TERM, then KILL, so neither TERM handlers nor children that ignore TERM
+    are left behind.
     """
     redirect = "<&0" if with_stdin else "</dev/null"
     if timeout is None:
         return f"{line} {redirect}; __mt_rc=$?"
-    seconds = f"{max(timeout, 0.001):.3f}"  # 0 would mean "no timeout" to GNU timeout
     ticks = max(1, round(KILL_GRACE_SECONDS * 10))  # grace, in steps of 0.1 s
     return (
-        f"timeout -k {KILL_GRACE_SECONDS:g} {seconds} bash -c {shlex.quote(line)} {redirect} & "
+        f"{line} {redirect} & "
         '__mt_pid=$!; wait "$__mt_pid" 2>/dev/null; __mt_rc=$?; '  # 2>/dev/null: no "Killed" notice
         f"case $__mt_rc in {'|'.join(map(str, TIMEOUT_CODES))}) __mt_n=0; "
         # live members only: zombies (not yet reaped by init) need no grace; without

@@ -46,17 +46,21 @@ def shell_line(
     *,
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> str:
     """One bash line that runs ``command`` in ``cwd`` with ``env``, every value quoted.
 
     The command runs in a subshell so that ``cd`` and variables never leak
-    into the next command of a reused remote shell.
+    into the next command of a reused remote shell. ``wrapper`` (e.g. GNU
+    ``timeout``) is exec'd by that subshell in front of the command, so it
+    costs no extra shell.
     """
     script = command if isinstance(command, str) else shlex.join(command)
     parts = []
     if cwd:
         parts.append(f"cd {shlex.quote(cwd)} &&")
     parts.append("exec")
+    parts.extend(shlex.quote(arg) for arg in wrapper)
     if env:
         parts.append("env")
         for key, value in env.items():
