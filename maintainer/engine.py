@@ -632,12 +632,12 @@ class Executor:
                     break
         if failure or interrupted:
             # rollback steps must not be cut short by the cancel that stopped the run
-            undo_ok = self._undo(done, site, transport, steps_ctx, state, result)
+            undone, undo_ok = self._undo(done, site, transport, steps_ctx, state, result)
             rollback_ok = self._run_section(site_plan.rollback, site, transport, steps_ctx, state, result)
-            if undo_ok and rollback_ok:
-                result.rollback = "ok" if (done or site_plan.rollback) else "none"
-            else:
+            if not (undo_ok and rollback_ok):
                 result.rollback = "failed"
+            elif undone or site_plan.rollback:
+                result.rollback = "ok"
         self._run_section(site_plan.finally_, site, transport, steps_ctx, state, result)
         if interrupted:
             result.status, result.error = SITE_INTERRUPTED, "interrupted before the next step; rolled back"
@@ -656,8 +656,9 @@ class Executor:
         steps_ctx: dict[str, Any],
         state: dict[str, Any],
         result: SiteResult,
-    ) -> bool:
-        ok = True
+    ) -> tuple[int, bool]:
+        """Undo completed steps that can be undone, newest first: (how many, all ok)."""
+        ok, undone = True, 0
         for planned, args, action_result in reversed(done):
             action = registry.get(planned.step.uses)
             if action is None or not action.undoable or not action_result.changed:
@@ -673,7 +674,8 @@ class Executor:
             step_result.duration = time.monotonic() - started
             result.steps.append(step_result)
             self.reporter.step_finished(site.name, step_result)
-        return ok
+            undone += 1
+        return undone, ok
 
     def _run_section(
         self,

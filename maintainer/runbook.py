@@ -316,6 +316,7 @@ def load(path: Path) -> LoadedRunbook:
             visible = set(main_ids[:index]) if section == "steps" else set(main_ids) | set(seen)
             _check_templates(step, loc, params, visible, problem)
     if problems or model is None:
+        problems.sort(key=lambda p: p.line or 0)
         raise ValidationFailed(problems, file=path)
     return LoadedRunbook(model, path, hashlib.sha256(raw).hexdigest(), step_lines)
 

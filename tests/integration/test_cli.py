@@ -258,3 +258,14 @@ def test_every_command_is_documented_in_the_readme() -> None:
             assert f"maintainer {command} {name}".strip() in readme, (
                 f"README lacks 'maintainer {command} {name}'"
             )
+
+
+def test_the_readme_runbook_example_is_valid(tmp_path: Path) -> None:
+    readme = (REPO / "README.md").read_text()
+    example = re.search(r"```yaml\n(# runbooks/nginx-tune/1\.2\.0\.yml.*?)```", readme, re.S)
+    assert example, "README lost its runbook example"
+    path = tmp_path / "runbooks" / "nginx-tune" / "1.2.0.yml"
+    path.parent.mkdir(parents=True)
+    path.write_text(example.group(1))
+    result = cli(tmp_path, "runbooks", "validate")
+    assert result.returncode == 0, result.stderr
