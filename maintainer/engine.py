@@ -339,10 +339,6 @@ def _validate_args(loaded: LoadedRunbook, section: str, index: int, step: Step, 
     return model.model_dump(by_alias=True, exclude_unset=True)
 
 
-def _needs_outputs(step: Step) -> bool:
-    return "steps" in repr(step.with_) and templating.has_template(repr(step.with_))
-
-
 # ------------------------------------------------------------------ stages
 
 
@@ -397,7 +393,8 @@ def plan(
         ):
             for index, step in enumerate(steps):
                 args = None
-                if not _needs_outputs(step):
+                # arguments that read earlier steps' outputs can only be rendered at run time
+                if not templating.reads(step.with_, "steps"):
                     try:
                         rendered = templating.render(step.with_, context)
                     except TemplateError as exc:

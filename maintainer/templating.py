@@ -135,6 +135,22 @@ def references(tree: nodes.Template) -> Iterator[tuple[str, str | None]]:
         yield name, None
 
 
+@lru_cache(maxsize=4096)
+def _roots(source: str) -> frozenset[str]:
+    return frozenset(root for root, _ in references(ENV.parse(source)))
+
+
+def reads(value: Any, root: str) -> bool:
+    """Whether any template inside ``value`` reads the variable ``root`` (e.g. 'steps')."""
+    if isinstance(value, str):
+        return has_template(value) and root in _roots(value)
+    if isinstance(value, dict):
+        return any(reads(v, root) for v in value.values())
+    if isinstance(value, list):
+        return any(reads(v, root) for v in value)
+    return False
+
+
 __all__ = [
     "CONTEXT_ROOTS",
     "ENV",
@@ -142,6 +158,7 @@ __all__ = [
     "evaluate",
     "has_template",
     "parse_template",
+    "reads",
     "references",
     "render",
 ]
