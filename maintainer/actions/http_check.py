@@ -30,6 +30,8 @@ class HttpCheckArgs(Args):
     headers: dict[str, str] = Field(default_factory=dict)
     verify_tls: bool = True
     follow_redirects: bool = True
+    #: https only: fail when the certificate expires in fewer days than this
+    min_tls_days: int | None = Field(default=None, ge=0)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -103,4 +105,40 @@ class HttpCheckAction(Action):
             raise StepFailed(
                 f"{args.url} took {seconds:.2f}s, more than {args.max_seconds:g}s", outputs=outputs
             )
+        if args.min_tls_days is not None and args.url.startswith("https://"):
+            days = tls_days_left(args.url, args.timeout)
+            outputs["tls_days_left"] = round(days, 1)
+            if days < args.min_tls_days:
+                raise StepFailed(
+                    f"the TLS certificate of {args.url} expires in {days:.1f} days "
+                    f"(fewer than {args.min_tls_days})",
+                    outputs=outputs,
+                )
         return ActionResult(outputs=outputs)
+
+
+def tls_days_left(url: str, timeout: float) -> float:
+    """Days until the server's certificate expires (read even when it would not verify)."""
+    import socket
+    from datetime import UTC, datetime
+    from urllib.parse import urlsplit
+
+    from cryptography import x509
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # we only read the expiry date; the request itself verified
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except OSError as exc:
+        raise StepFailed(f"could not read the TLS certificate of {host}:{port}: {exc}") from exc
+    if not der:
+        raise StepFailed(f"{host}:{port} sent no TLS certificate")
+    expires = x509.load_der_x509_certificate(der).not_valid_after_utc
+    return (expires - datetime.now(UTC)).total_seconds() / 86400

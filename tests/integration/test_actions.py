@@ -175,3 +175,35 @@ def test_template_errors_name_the_template_line(tmp_path: Path) -> None:
         TemplateAction().run(ctx, TemplateArgs(src="bad.j2", dest=str(tmp_path / "x")))
     with pytest.raises(StepFailed, match="not found"):
         TemplateAction().run(ctx, TemplateArgs(src="missing.j2", dest=str(tmp_path / "x")))
+
+
+@pytest.fixture(scope="module")
+def tls_web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An HTTPS server on loopback with a self-signed certificate valid for 10 days."""
+    import ssl
+    import subprocess
+
+    work = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "10", "-subj", "/CN=127.0.0.1",
+         "-keyout", str(work / "key.pem"), "-out", str(work / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(work / "cert.pem", work / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_check_tls_expiry(tls_web: str, tmp_path: Path) -> None:
+    with pytest.raises(StepFailed, match="CERTIFICATE_VERIFY_FAILED"):
+        _check(tmp_path, url=f"{tls_web}/ok")
+    outputs = _check(tmp_path, url=f"{tls_web}/ok", verify_tls=False, min_tls_days=7)
+    assert 9 < outputs["tls_days_left"] <= 10
+    with pytest.raises(StepFailed, match=r"expires in (9|10)\.\d days \(fewer than 30\)"):
+        _check(tmp_path, url=f"{tls_web}/ok", verify_tls=False, min_tls_days=30)
