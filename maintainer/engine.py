@@ -252,7 +252,7 @@ class RunResult:
 class Reporter(Protocol):
     """Live progress; called from worker threads."""
 
-    def site_started(self, site: str, host: str) -> None: ...
+    def site_started(self, site: str) -> None: ...
     def step_started(self, site: str, step: str, section: str) -> None: ...
     def step_finished(self, site: str, result: StepResult) -> None: ...
     def site_finished(self, result: SiteResult) -> None: ...
@@ -260,7 +260,7 @@ class Reporter(Protocol):
 
 
 class NullReporter:
-    def site_started(self, site: str, host: str) -> None: ...
+    def site_started(self, site: str) -> None: ...
     def step_started(self, site: str, step: str, section: str) -> None: ...
     def step_finished(self, site: str, result: StepResult) -> None: ...
     def site_finished(self, result: SiteResult) -> None: ...
@@ -476,7 +476,6 @@ class Executor:
         self._held: set[Any] = set()
         self._held_lock = threading.Lock()
 
-    # one hook differs between a serial and a concurrent run: how a batch is mapped
     def execute(self) -> dict[str, SiteResult]:
         results: dict[str, SiteResult] = {}
         failed = 0
@@ -549,7 +548,7 @@ class Executor:
         if self.cancel.is_set():
             result.status, result.error = SITE_SKIPPED, "not started: the run was interrupted"
             return result
-        self.reporter.site_started(site.name, "")
+        self.reporter.site_started(site.name)
         try:
             transport = self._connect(site)
             result.host = transport.label

@@ -67,7 +67,7 @@ class PlainReporter:
             self.stream.write(f"{stamp} {text}\n")
             self.stream.flush()
 
-    def site_started(self, site: str, host: str) -> None:
+    def site_started(self, site: str) -> None:
         self._line(f"{site}: started")
 
     def step_started(self, site: str, step: str, section: str) -> None:
@@ -111,7 +111,7 @@ class LiveReporter:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
-    def site_started(self, site: str, host: str) -> None:
+    def site_started(self, site: str) -> None:
         with self._lock:
             self._tasks[site] = self.progress.add_task(f"  {site}", total=None)
 
