@@ -182,18 +182,9 @@ def run(
         return ExitCode.OK
 
     if live:
-        holder: dict[str, Any] = {}
-
-        def on_plan(plan: engine.Plan) -> None:
-            holder["live"] = out.LiveReporter(console, len(plan.sites)).__enter__()
-            proxy.target = holder["live"]
-
-        proxy = _Proxy()
-        try:
-            result = engine.run(options, reporter=proxy, cancel=cancel, on_plan=on_plan)
-        finally:
-            if "live" in holder:
-                holder["live"].__exit__(None, None, None)
+        # the display starts once the plan says how many sites there are
+        with out.LiveReporter(console) as live_reporter:
+            result = engine.run(options, reporter=live_reporter, cancel=cancel, on_plan=live_reporter.start)
     else:
         result = engine.run(options, reporter=out.PlainReporter(), cancel=cancel)
     if output == "json":
@@ -203,15 +194,6 @@ def run(
             out.print_details(result, console)
         out.print_summary(result, console)
     return result.exit_code
-
-
-class _Proxy:
-    """Forwards reporter calls to the live display once the plan is known."""
-
-    target: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.target, name) if self.target is not None else (lambda *a, **k: None)
 
 
 def _install_signal_handlers(cancel: threading.Event, console: Any) -> None:

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 import yaml
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from .engine import Plan, RunResult, SiteResult, StepResult
 
@@ -87,9 +89,13 @@ class PlainReporter:
 
 
 class LiveReporter:
-    """A live progress bar plus one line per finished site (rich)."""
+    """A live progress bar, a line naming what runs now, and one line per finished site (rich).
 
-    def __init__(self, console: Console, total: int) -> None:
+    The live area keeps a fixed height (two lines): adding and removing a row
+    per site while other threads print made rich leave stale lines behind.
+    """
+
+    def __init__(self, console: Console) -> None:
         self.console = console
         self.progress = Progress(
             SpinnerColumn(),
@@ -98,47 +104,59 @@ class LiveReporter:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
-            transient=True,
         )
-        self.overall = self.progress.add_task("sites", total=total)
-        self._tasks: dict[str, Any] = {}
+        self.overall = self.progress.add_task("sites", total=None)
+        self.running = Text("", style="dim", overflow="ellipsis", no_wrap=True)
+        self.live = Live(Group(self.progress, self.running), console=console, transient=True)
+        self._current: dict[str, str] = {}
         self._lock = threading.Lock()
 
+    def start(self, plan: Plan) -> None:
+        """Show the display, now that the plan knows how many sites there are."""
+        self.progress.update(self.overall, total=len(plan.sites))
+        self.live.start()
+
     def __enter__(self) -> LiveReporter:
-        self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        self.live.stop()
+
+    def _show_running(self) -> None:
+        items = [f"{site}: {step}" for site, step in self._current.items()]
+        text = ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
+        self.running.plain = f"  {text}"
 
     def site_started(self, site: str) -> None:
         with self._lock:
-            self._tasks[site] = self.progress.add_task(f"  {site}", total=None)
+            self._current[site] = "connecting"
+            self._show_running()
 
     def step_started(self, site: str, step: str, section: str) -> None:
         with self._lock:
-            task = self._tasks.get(site)
-            if task is not None:
-                label = step if section == "steps" else f"{section}:{step}"
-                self.progress.update(task, description=f"  {site} [dim]{label}[/]")
+            self._current[site] = step if section == "steps" else f"{section}:{step}"
+            self._show_running()
 
     def step_finished(self, site: str, result: StepResult) -> None:
         if result.status in ("failed", "timeout"):
-            self.progress.console.print(f"  [red]✗[/] {site} {result.id}: {result.error}", markup=True)
+            line = Text("  ✗ ", style="red")
+            line.append(f"{site} {result.id}: {result.error}")
+            self.live.console.print(line)
 
     def site_finished(self, result: SiteResult) -> None:
         with self._lock:
-            task = self._tasks.pop(result.name, None)
-            if task is not None:
-                self.progress.remove_task(task)
+            self._current.pop(result.name, None)
+            self._show_running()
             self.progress.advance(self.overall)
-        style = STATUS_STYLE.get(result.status, "")
-        self.progress.console.print(
-            f"[{style}]{result.status:>11}[/] {result.name} [dim]{result.duration:.2f}s[/]", markup=True
-        )
+        line = Text(f"{result.status:>11}", style=STATUS_STYLE.get(result.status, ""))
+        line.append(f" {result.name} ")
+        line.append(f"{result.duration:.2f}s", style="dim")
+        self.live.console.print(line)
 
     def message(self, site: str | None, text: str) -> None:
-        self.progress.console.print(f"  [dim]{site or 'run'}:[/] {text}", markup=False)
+        line = Text(f"  {site or 'run'}: ", style="dim")
+        line.append(text)
+        self.live.console.print(line)
 
 
 def print_plan(plan: Plan, console: Console) -> None:
