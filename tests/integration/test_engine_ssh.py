@@ -187,7 +187,7 @@ def test_lock_held_by_another_controller_on_the_target(sshd_server: SSHServer, t
 def test_two_controllers_exclude_each_other(sshd_server: SSHServer, tmp_path: Path) -> None:
     """Two runs at once (as from two machines) on the same site: exactly one gets in."""
     site = _site(sshd_server, "contended")
-    runbook = "name: rb\nversion: 1.0.0\nsteps:\n  - {id: a, uses: shell, with: {command: 'sleep 1'}}\n"
+    runbook = "name: rb\nversion: 1.0.0\nsteps:\n  - {id: a, uses: shell, with: {command: 'sleep 3'}}\n"
     projects = {}
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
