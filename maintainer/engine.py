@@ -423,6 +423,8 @@ def plan(
 
 def preview(plan: Plan, project: Project, connections: Connections, options: RunOptions) -> None:
     """Fill each planned step's dry-run view (e.g. a template's diff); reads, never writes."""
+    # in a dry run no step has run yet: every step reads as pending, as at plan time
+    pending = {s.id: {"status": "pending", "outputs": {}} for _, s in plan.runbook.model.all_steps()}
     for site_plan in plan.sites:
         try:
             transport = connections.for_site(site_plan.site.vars, site_plan.site.name)
@@ -431,16 +433,22 @@ def preview(plan: Plan, project: Project, connections: Connections, options: Run
                     continue
                 action = registry.get(planned.step.uses)
                 assert action is not None
-                ctx = _step_context(plan, project, site_plan.site, transport, planned.step, options)
-                ctx.variables = site_context(site_plan.site, plan.params, plan.run, {})
+                ctx = _step_context(plan, project, site_plan.site, transport, planned.step, options, pending)
                 planned.preview = action.dry_run(ctx, action.Args.model_validate(planned.args))
         except (MaintainerError, OSError) as exc:
             site_plan.error = plan.redactor.text(str(exc))
 
 
 def _step_context(
-    plan: Plan, project: Project, site: Site, transport: Transport, step: Step, options: RunOptions
+    plan: Plan,
+    project: Project,
+    site: Site,
+    transport: Transport,
+    step: Step,
+    options: RunOptions,
+    steps: dict[str, Any],
 ) -> StepContext:
+    """The one place a step's context is built, for dry runs and real runs alike."""
     return StepContext(
         site=site,
         transport=transport,
@@ -450,6 +458,7 @@ def _step_context(
         redactor=plan.redactor,
         timeout=step.timeout if step.timeout is not None else project.settings.step_timeout,
         vault_password_file=options.vault_password_file,
+        variables=site_context(site, plan.params, plan.run, steps),
     )
 
 
@@ -700,10 +709,9 @@ class Executor:
         state: dict[str, Any],
         cancel: threading.Event,
     ) -> StepContext:
-        ctx = _step_context(self.plan, self.project, site, transport, step, self.options)
+        ctx = _step_context(self.plan, self.project, site, transport, step, self.options, steps_ctx)
         ctx.cancel = cancel
         ctx.state = state
-        ctx.variables = site_context(site, self.plan.params, self.plan.run, steps_ctx)
         ctx.log = lambda text: self.reporter.message(site.name, self.plan.redactor.text(text))
         return ctx
 
