@@ -537,6 +537,13 @@ class SSHTransport(Transport):
             token = _token()
             chan.sendall(f"printf '%s:0\\n' {token}; printf '%s\\n' {token} >&2\n".encode())
             _read_frame(chan, token.encode(), time.monotonic() + self.connect_timeout)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            chan.close()
+            if transport.is_active():
+                # The session opened, so the connection is fine: the shell itself is
+                # unusable here (it exited before the handshake, "Socket is closed").
+                raise _ShellLost(f"the shell exited before answering ({exc})") from exc
+            raise
         except BaseException:
             chan.close()
             raise
