@@ -6,7 +6,12 @@ to an open shell well under a millisecond. Each command line is framed by a
 random token that the shell prints after it, with the exit code on stdout and
 alone on stderr, so rc, stdout and stderr come back separately even when the
 output lacks a trailing newline. Calls with ``stdin`` data, and every call in
-``maintainer_ssh_mode: exec``, use one SSH session per command instead.
+``maintainer_ssh_mode: exec``, use one SSH session per command instead, and
+so do streams (``stream_out``/``stream_in``): their bytes flow through the
+session's own channel under SSH flow control, so memory stays bounded. A
+stream's command runs as a job in its own process group and first reports
+that group's id, so an aborted stream kills the whole remote group, not just
+the channel.
 
 A timeout is enforced on the remote side by GNU ``timeout``, which runs the
 command in its own process group and signals the whole group (TERM, then KILL
@@ -23,6 +28,7 @@ connection unless the site sets ``maintainer_host_key_checking: false``.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import posixpath
@@ -40,7 +46,14 @@ import paramiko
 from paramiko.sftp import CMD_EXTENDED
 
 from .errors import BadInput, TransportError, Unreachable
-from .transport import KILL_GRACE_SECONDS, CommandResult, Transport, shell_line
+from .transport import (
+    KILL_GRACE_SECONDS,
+    CommandResult,
+    CommandStream,
+    Tail,
+    Transport,
+    shell_line,
+)
 
 log = logging.getLogger(__name__)
 #: paramiko's own log lines for our connections (set_log_channel), kept apart so
@@ -473,6 +486,38 @@ class SSHTransport(Transport):
             chan.close()
             self._release_exec_slot(generation)
 
+    # -- streams ----------------------------------------------------------
+
+    def _open_stream(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        feed: bool,
+    ) -> CommandStream:
+        token = _token()
+        line = shell_line(command, cwd=cwd, env=env, wrapper=_timeout_argv(timeout), subshell=False)
+        # With job control on (set -m) the background job leads a process group of its
+        # own; its first act is to report that group's id (its $BASHPID) on stderr,
+        # before the command can write there, so an abort can kill the whole group.
+        script = (
+            f"set -m; ( printf '%s:%d\\n' {token} \"$BASHPID\" >&2; {line} ) "
+            f"{'<&0' if feed else '</dev/null'} & wait $! 2>/dev/null; exit $?"
+        )
+        chan, generation = self._open_exec_channel()
+        try:
+            chan.settimeout(STREAM_POLL_SECONDS)
+            chan.exec_command(f"bash --noprofile --norc -c {shlex.quote(script)}")
+            if not feed:
+                chan.shutdown_write()
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            chan.close()
+            self._release_exec_slot(generation)
+            raise TransportError(f"{self.label}: cannot start a streaming command: {exc}") from exc
+        return _SSHStream(self, chan, generation, token, feed, timeout)
+
     # -- the session pool -------------------------------------------------
 
     def _take_shell(self) -> _Shell | None:
@@ -679,6 +724,185 @@ class _QuietRetriedOpens(logging.Filter):
 
 
 logging.getLogger(PARAMIKO_LOG).addFilter(_QuietRetriedOpens())
+
+
+STREAM_POLL_SECONDS = 1.0
+
+
+class _SSHStream(CommandStream):
+    """One exec session whose stdout (or stdin) is the stream; see ``SSHTransport._open_stream``."""
+
+    def __init__(
+        self,
+        transport: SSHTransport,
+        chan: paramiko.Channel,
+        generation: int,
+        token: str,
+        feed: bool,
+        timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._chan = chan
+        self._generation = generation
+        self._feed = feed
+        self._timeout = timeout
+        self._started = time.monotonic()
+        self._deadline = _deadline(self._started, timeout)
+        self._pgid: int | None = None
+        self._eof = False
+        self._err = Tail()
+        self._out = Tail()
+        self._threads = [_pump(lambda n: self._stderr_with_pgid(token, n), self._err)]
+        if feed:
+            self._threads.append(_pump(chan.recv, self._out))
+
+    def readable(self) -> bool:
+        return not self._feed
+
+    def writable(self) -> bool:
+        return self._feed
+
+    def readinto(self, buffer: Any) -> int:
+        if self._feed:
+            raise io.UnsupportedOperation("this stream is the command's stdin")
+        if self._eof:
+            return 0
+        view = memoryview(buffer).cast("B")
+        while True:
+            try:
+                data = self._chan.recv(len(view))
+            except TimeoutError:
+                self._check_deadline()
+                continue
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise TransportError(f"{self._transport.label}: stream broken: {exc}") from exc
+            if not data:
+                self._eof = True
+                return 0
+            view[: len(data)] = data
+            return len(data)
+
+    def write(self, data: Any) -> int:
+        if not self._feed:
+            raise io.UnsupportedOperation("this stream is the command's stdout")
+        view = memoryview(data).cast("B")
+        sent = 0
+        while sent < len(view):
+            if self._chan.exit_status_ready() or self._chan.closed:
+                raise BrokenPipeError("the remote command is no longer reading")
+            try:
+                sent += self._chan.send(view[sent:])
+            except TimeoutError:
+                self._check_deadline()
+            except OSError as exc:
+                raise BrokenPipeError(str(exc)) from exc
+        return sent
+
+    def _check_deadline(self) -> None:
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise TransportError(
+                f"{self._transport.label}: no data from the streaming command well past its "
+                f"{self._timeout:g}s timeout; giving the session up"
+            )
+
+    def _stderr_with_pgid(self, token: str, size: int) -> bytes:
+        """recv_stderr that first takes off the ``token:pgid`` line the script prints."""
+        if self._pgid is not None:
+            return bytes(self._chan.recv_stderr(size))
+        head = b""
+        while b"\n" not in head:
+            chunk = self._chan.recv_stderr(size)
+            if not chunk:
+                return head
+            head += chunk
+        first, _, rest = head.partition(b"\n")
+        prefix = token.encode() + b":"
+        if first.startswith(prefix):
+            self._pgid = int(first[len(prefix) :])
+            return rest or self._stderr_with_pgid(token, size)
+        self._pgid = 0  # not our line (cannot happen with bash): nothing to kill by group
+        return head
+
+    def finish(self) -> CommandResult:
+        if self.result is not None:
+            return self.result
+        note = ""
+        try:
+            if self._feed:
+                with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                    self._chan.shutdown_write()
+            elif not self._eof and not self._drain_rest():
+                note = "[the reader stopped before the end of the output]\n"
+                self._kill_remote()
+            while not self._chan.status_event.wait(STREAM_POLL_SECONDS):
+                self._check_deadline()
+            rc = self._chan.recv_exit_status()
+            for thread in self._threads:
+                thread.join(STREAM_POLL_SECONDS)
+            if rc == -1:
+                raise TransportError(
+                    f"{self._transport.label}: the connection was lost while a streaming command ran; "
+                    "it may or may not have completed"
+                )
+        finally:
+            self._chan.close()
+            self._transport._release_exec_slot(self._generation)
+        self.result = CommandResult(
+            rc=rc,
+            stdout=self._out.text(),
+            stderr=note + self._err.text(),
+            duration=time.monotonic() - self._started,
+            timed_out=_timed_out(rc, self._timeout, self._started),
+        )
+        super().close()
+        return self.result
+
+    def kill(self) -> None:
+        if self.result is not None:
+            return
+        try:
+            self._kill_remote()
+        finally:
+            self._chan.close()
+            self._transport._release_exec_slot(self._generation)
+            self.result = CommandResult(-1, self._out.text(), self._err.text(), 0.0)
+            super().close()
+
+    def _kill_remote(self) -> None:
+        """TERM the command's process group, KILL it after the grace period; best effort."""
+        if not self._pgid or self._chan.exit_status_ready():
+            return
+        group = f"-{self._pgid}"
+        try:
+            self._transport.run(
+                f"kill -TERM -- {group} 2>/dev/null || exit 0; "
+                f"for _ in $(seq {round(KILL_GRACE_SECONDS * 10)}); do "
+                f"kill -0 -- {group} 2>/dev/null || exit 0; sleep 0.1; done; "
+                f"kill -KILL -- {group} 2>/dev/null; exit 0",
+                timeout=KILL_GRACE_SECONDS + 5,
+            )
+        except TransportError:
+            log.warning("%s: could not stop the streaming command's processes", self._transport.label)
+
+
+def _pump(recv: Any, into: Tail) -> threading.Thread:
+    """A thread that keeps reading ``recv`` into ``into`` until EOF (so flow control never stalls)."""
+
+    def pump() -> None:
+        while True:
+            try:
+                chunk = recv(65536)
+            except TimeoutError:
+                continue
+            except (OSError, EOFError, paramiko.SSHException):
+                return
+            if not chunk:
+                return
+            into.add(bytes(chunk))
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
 
 
 def _token() -> str:

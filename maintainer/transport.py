@@ -5,6 +5,11 @@ given as a string is a shell script run by ``bash -c`` (like Ansible's
 ``shell``); a sequence is an argv, quoted with ``shlex`` for the remote side,
 never glued together from user values.
 
+Bulk data (a ``tar`` of a docroot, a database dump) never goes through
+``run``: ``stream_out`` hands the caller a running command's stdout as a
+file object, ``stream_in`` one for its stdin, so gigabytes pass through in
+bounded memory.
+
 ``Connections`` hands out one transport per host, shared by every site that
 lives on it, and closes them all at the end of a run.
 """
@@ -12,6 +17,7 @@ lives on it, and closes them all at the end of a run.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shlex
 import signal
@@ -20,12 +26,20 @@ import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import TransportError
+
 KILL_GRACE_SECONDS = 2.0
+#: how much of a streaming command's stderr (and, for ``stream_in``, stdout) is kept
+STREAM_TAIL_BYTES = 256 * 1024
+#: unread output a ``stream_out`` reader may leave (tar's end-of-archive padding):
+#: it is drained so the command ends normally; more than this stops the command
+STREAM_DRAIN_LIMIT = 1024 * 1024
 
 
 @dataclass
@@ -47,11 +61,13 @@ def shell_line(
     cwd: str | None = None,
     env: Mapping[str, str] | None = None,
     wrapper: Sequence[str] = (),
+    subshell: bool = True,
 ) -> str:
     """One bash line that runs ``command`` in ``cwd`` with ``env``, every value quoted.
 
     The command runs in a subshell so that ``cd`` and variables never leak
-    into the next command of a reused remote shell. ``wrapper`` (e.g. GNU
+    into the next command of a reused remote shell (``subshell=False`` for a
+    caller that makes its own). ``wrapper`` (e.g. GNU
     ``timeout``) is exec'd by that subshell in front of the command, so it
     costs no extra shell.
     """
@@ -69,7 +85,77 @@ def shell_line(
             parts.append(shlex.quote(f"{key}={value}"))
     parts.append("bash -c")
     parts.append(shlex.quote(script))
-    return "( " + " ".join(parts) + " )"
+    line = " ".join(parts)
+    return f"( {line} )" if subshell else line
+
+
+class StreamClosed(TransportError):
+    """The command ended before it read all of its input (``stream_in``)."""
+
+    def __init__(self, message: str, result: CommandResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class CommandStream(io.RawIOBase):
+    """A running command's stdout (``stream_out``) or stdin (``stream_in``) as a file object.
+
+    Use it through those context managers: leaving the block normally ends the
+    input (or stops reading), waits for the command and sets ``result``;
+    leaving it with an exception kills the command first. ``result.stdout``
+    holds what a ``stream_in`` command printed; ``result.stderr`` keeps at
+    most the last ``STREAM_TAIL_BYTES`` of either.
+    """
+
+    result: CommandResult | None = None
+
+    def readinto(self, buffer: Any) -> int:  # pragma: no cover - overridden where readable
+        raise io.UnsupportedOperation("this stream is the command's stdin")
+
+    def write(self, data: Any) -> int:  # pragma: no cover - overridden where writable
+        raise io.UnsupportedOperation("this stream is the command's stdout")
+
+    def _drain_rest(self) -> bool:
+        """Read what the caller left unread, up to ``STREAM_DRAIN_LIMIT``; True if EOF came."""
+        buffer = bytearray(64 * 1024)
+        left = STREAM_DRAIN_LIMIT
+        while left > 0:
+            got = self.readinto(buffer)
+            if not got:
+                return True
+            left -= got
+        return False
+
+    @abstractmethod
+    def finish(self) -> CommandResult:
+        """End the input / stop reading, wait for the command, and return its result."""
+
+    @abstractmethod
+    def kill(self) -> None:
+        """Stop the command (its whole process group where we can) and release the stream."""
+
+
+class Tail:
+    """The last ``limit`` bytes written to it: a command's stderr without unbounded memory."""
+
+    def __init__(self, limit: int = STREAM_TAIL_BYTES) -> None:
+        self.limit = limit
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        while self._size - len(self._chunks[0]) >= self.limit:
+            first = self._chunks.popleft()
+            self._size -= len(first)
+            self.dropped += len(first)
+
+    def text(self) -> str:
+        data = b"".join(self._chunks)[-self.limit :]
+        note = f"[... {self.dropped} earlier bytes not kept ...]\n" if self.dropped else ""
+        return note + data.decode("utf-8", "replace")
 
 
 class Transport(ABC):
@@ -97,6 +183,54 @@ class Transport(ABC):
     @abstractmethod
     def write_file(self, path: str, data: bytes, mode: int | None = None) -> None:
         """Write atomically: a temp file beside ``path``, fsync, rename."""
+
+    @contextlib.contextmanager
+    def stream_out(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[CommandStream]:
+        """Read a command's stdout as it is produced (``tar -cf -``, ``mysqldump``).
+
+        After the block, ``stream.result`` tells how the command ended; the
+        caller decides whether a non-zero exit is a failure.
+        """
+        stream = self._open_stream(command, cwd=cwd, env=env, timeout=timeout, feed=False)
+        with _finishing(stream):
+            yield stream
+
+    @contextlib.contextmanager
+    def stream_in(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[CommandStream]:
+        """Write a command's stdin as we go (``tar -xf -``, ``mysql``).
+
+        If the command exits before it has read everything, ``write`` stops the
+        block with ``StreamClosed``, which carries the command's result.
+        """
+        stream = self._open_stream(command, cwd=cwd, env=env, timeout=timeout, feed=True)
+        with _finishing(stream):
+            yield stream
+
+    @abstractmethod
+    def _open_stream(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        feed: bool,
+    ) -> CommandStream:
+        """Start the command with its stdin (``feed``) or stdout connected to the stream."""
 
     def connect(self) -> None:  # noqa: B027 - optional hook
         """Open the connection now (raises ``Unreachable``); local needs nothing."""
@@ -152,6 +286,127 @@ class LocalTransport(Transport):
 
     def write_file(self, path: str, data: bytes, mode: int | None = None) -> None:
         atomic_write(Path(path), data, mode)
+
+    def _open_stream(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        feed: bool,
+    ) -> CommandStream:
+        argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **env} if env else None,
+            stdin=subprocess.PIPE if feed else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        return _LocalStream(proc, feed, timeout)
+
+
+@contextlib.contextmanager
+def _finishing(stream: CommandStream) -> Iterator[None]:
+    try:
+        yield
+    except BrokenPipeError:
+        # The command stopped reading its stdin: its exit code and stderr say why.
+        result = stream.finish()
+        raise StreamClosed(
+            f"the command exited (rc {result.rc}) before it read all of its input: "
+            f"{result.stderr.strip()[-2000:] or 'no message'}",
+            result,
+        ) from None
+    except BaseException:
+        stream.kill()
+        raise
+    stream.finish()
+
+
+class _LocalStream(CommandStream):
+    def __init__(self, proc: subprocess.Popen[bytes], feed: bool, timeout: float | None) -> None:
+        self._proc = proc
+        self._feed = feed
+        self._started = time.monotonic()
+        self._timed_out = False
+        self._err = Tail()
+        self._out = Tail()
+        self._readers = [_drain(proc.stderr, self._err)]
+        if feed:
+            self._readers.append(_drain(proc.stdout, self._out))
+        self._timer = None
+        if timeout is not None:
+            self._timer = threading.Timer(timeout, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        self._timed_out = True
+        _kill_group(self._proc)
+
+    def readable(self) -> bool:
+        return not self._feed
+
+    def writable(self) -> bool:
+        return self._feed
+
+    def readinto(self, buffer: Any) -> int:
+        if self._feed:
+            raise io.UnsupportedOperation("this stream is the command's stdin")
+        return self._proc.stdout.readinto1(buffer)  # type: ignore[union-attr]
+
+    def write(self, data: Any) -> int:
+        if not self._feed:
+            raise io.UnsupportedOperation("this stream is the command's stdout")
+        view = memoryview(data)
+        self._proc.stdin.write(view)  # type: ignore[union-attr]
+        return len(view)
+
+    def finish(self) -> CommandResult:
+        if self.result is not None:
+            return self.result
+        if not self._feed and not self._drain_rest():
+            _kill_group(self._proc)
+        pipe = self._proc.stdin if self._feed else self._proc.stdout
+        with contextlib.suppress(OSError):
+            pipe.close()  # type: ignore[union-attr]
+        self._proc.wait()
+        return self._done()
+
+    def kill(self) -> None:
+        if self.result is None:
+            _kill_group(self._proc)
+            self.finish()
+
+    def _done(self) -> CommandResult:
+        if self._timer is not None:
+            self._timer.cancel()
+        for reader in self._readers:
+            reader.join()
+        self.result = CommandResult(
+            rc=self._proc.returncode,
+            stdout=self._out.text(),
+            stderr=self._err.text(),
+            duration=time.monotonic() - self._started,
+            timed_out=self._timed_out,
+        )
+        super().close()
+        return self.result
+
+
+def _drain(pipe: Any, into: Tail) -> threading.Thread:
+    def pump() -> None:
+        with pipe:
+            while chunk := pipe.read1(65536):
+                into.add(chunk)
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    return thread
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:

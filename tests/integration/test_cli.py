@@ -54,8 +54,13 @@ def test_exit_0_and_plain_progress_without_a_terminal(project: Path) -> None:
 
 
 def test_ci_trigger_records_the_job_url(project: Path) -> None:
-    env = {**NOT_CI, "GITHUB_ACTIONS": "true", "GITHUB_SERVER_URL": "https://github.example",
-           "GITHUB_REPOSITORY": "acme/sites", "GITHUB_RUN_ID": "42"}
+    env = {
+        **NOT_CI,
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_SERVER_URL": "https://github.example",
+        "GITHUB_REPOSITORY": "acme/sites",
+        "GITHUB_RUN_ID": "42",
+    }
     assert cli(project, "run", "hello", env=env).returncode == 0
     trigger = read_log(project)[-1]["trigger"]
     assert trigger == {"kind": "ci", "ci_job_url": "https://github.example/acme/sites/actions/runs/42"}

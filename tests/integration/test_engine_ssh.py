@@ -68,7 +68,9 @@ def test_two_sites_on_one_host_share_one_connection(sshd_server: SSHServer, tmp_
     assert result.sites["shop1"].host == f"{TEST_USER}@127.0.0.1:{sshd_server.port}"
 
 
-def test_unreachable_and_wrong_host_key_do_not_stop_other_sites(sshd_server: SSHServer, tmp_path: Path) -> None:
+def test_unreachable_and_wrong_host_key_do_not_stop_other_sites(
+    sshd_server: SSHServer, tmp_path: Path
+) -> None:
     bad_known_hosts = tmp_path / "bad_known_hosts"
     other = tmp_path / "other_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)

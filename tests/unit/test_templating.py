@@ -7,7 +7,12 @@ from jinja2.exceptions import SecurityError
 from maintainer.redact import MASK, Redactor, is_secret_key
 from maintainer.templating import evaluate, render
 
-CTX = {"site": {"name": "shop", "docroot": "/var/www/a b"}, "params": {"n": 3, "names": ["x", "y"]}, "steps": {}, "run": {}}
+CTX = {
+    "site": {"name": "shop", "docroot": "/var/www/a b"},
+    "params": {"n": 3, "names": ["x", "y"]},
+    "steps": {},
+    "run": {},
+}
 
 
 def test_single_expression_keeps_its_type() -> None:
@@ -19,7 +24,7 @@ def test_single_expression_keeps_its_type() -> None:
 
 def test_quote_filter_makes_shell_values_safe() -> None:
     assert render("ls {{ site.docroot | quote }}", CTX) == "ls '/var/www/a b'"
-    assert render("{{ \"x'; rm -rf /\" | quote }}", CTX) == "'x'\"'\"'; rm -rf /'"
+    assert render('{{ "x\'; rm -rf /" | quote }}', CTX) == "'x'\"'\"'; rm -rf /'"
 
 
 def test_undefined_is_an_error_not_empty() -> None:
@@ -38,7 +43,13 @@ def test_sandbox_blocks_python_internals() -> None:
 
 @pytest.mark.parametrize(
     ("condition", "expected"),
-    [("params.n > 2", True), ("{{ params.n > 5 }}", False), (True, True), ("'x' in params.names", True), ("false", False)],
+    [
+        ("params.n > 2", True),
+        ("{{ params.n > 5 }}", False),
+        (True, True),
+        ("'x' in params.names", True),
+        ("false", False),
+    ],
 )
 def test_when_conditions(condition: object, expected: bool) -> None:
     assert evaluate(condition, CTX) is expected  # type: ignore[arg-type]
@@ -47,16 +58,25 @@ def test_when_conditions(condition: object, expected: bool) -> None:
 def test_redactor_masks_by_key_and_by_value() -> None:
     redactor = Redactor()
     redactor.collect({"db": {"password": "hunter2hunter2", "user": "app"}, "api_token": "tok-123456"})
-    assert redactor({"db": {"password": "hunter2hunter2", "user": "app"}}) == {"db": {"password": MASK, "user": "app"}}
+    assert redactor({"db": {"password": "hunter2hunter2", "user": "app"}}) == {
+        "db": {"password": MASK, "user": "app"}
+    }
     assert redactor.text("mysql -phunter2hunter2 -u app") == f"mysql -p{MASK} -u app"
     assert redactor(["tok-123456 used"]) == [f"{MASK} used"]
 
 
 @pytest.mark.parametrize(
     ("key", "secret"),
-    [("password", True), ("db_pass", True), ("api_key", True), ("aws_secret_access_key", True),
-     ("ansible_ssh_private_key_file", False), ("maintainer_host_key_checking", False), ("docroot", False),
-     ("ansible_user", False)],
+    [
+        ("password", True),
+        ("db_pass", True),
+        ("api_key", True),
+        ("aws_secret_access_key", True),
+        ("ansible_ssh_private_key_file", False),
+        ("maintainer_host_key_checking", False),
+        ("docroot", False),
+        ("ansible_user", False),
+    ],
 )
 def test_secret_key_names(key: str, secret: bool) -> None:
     assert is_secret_key(key) is secret
