@@ -113,6 +113,38 @@ class _AcceptWithWarning(paramiko.WarningPolicy):
         )
 
 
+class _FastTransport(paramiko.Transport):
+    """paramiko's Transport tuned for bulk streams.
+
+    AES-GCM is tried first, as OpenSSH does: paramiko lists the CTR ciphers
+    (plus a separate HMAC) first, and with GCM a stream moves about 400 MB/s
+    on loopback instead of about 240 MB/s. Servers without GCM still get CTR.
+
+    paramiko starts a re-key after 512 MB in either direction; when a channel
+    closes just then, its transport thread waits for that re-key inside the
+    very thread that must run it, and 30 s later the stream breaks with
+    "Key-exchange timed out waiting for key negotiation" (paramiko #822). We
+    leave re-keying to the server, which OpenSSH does by its own RekeyLimit
+    (for AES, after 4 billion blocks); ours only triggers past 64 GiB.
+    """
+
+    REKEY_BYTES = 1 << 36
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.packetizer.REKEY_BYTES = self.REKEY_BYTES
+        self.packetizer.REKEY_BYTES_OVERFLOW_MAX = self.REKEY_BYTES
+
+    _preferred_ciphers = (
+        *(
+            c
+            for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+            if c in paramiko.Transport._cipher_info
+        ),
+        *(c for c in paramiko.Transport._preferred_ciphers if "gcm" not in c),
+    )
+
+
 class _ShellLost(Exception):
     """The shell session ended (or broke) before answering."""
 
@@ -336,6 +368,7 @@ class SSHTransport(Transport):
                 channel_timeout=self.connect_timeout,
                 allow_agent=not explicit,
                 look_for_keys=not explicit,
+                transport_factory=_FastTransport,
             )
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()

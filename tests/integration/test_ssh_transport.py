@@ -21,6 +21,7 @@ import pytest
 from maintainer.errors import TransportError, Unreachable
 from maintainer.ssh import SSHTransport
 from maintainer.transport import Connections
+from tests.helpers import wait_gone
 from tests.servers.sshd import SSHServer, free_port
 
 
@@ -40,25 +41,6 @@ def exec_ssh(sshd_server: SSHServer) -> Iterator[SSHTransport]:
     transport = make(sshd_server, maintainer_ssh_mode="exec")
     yield transport
     transport.close()
-
-
-def _alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (the server is local)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _wait_gone(pids: list[int], seconds: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        alive = [p for p in pids if _alive(p)]
-        if not alive:
-            return []
-        time.sleep(0.05)
-    return [p for p in pids if _alive(p)]
 
 
 # -- commands -------------------------------------------------------------
@@ -215,7 +197,7 @@ def test_timeout_kills_the_whole_process_group(
     assert min_seconds <= result.duration < max_seconds
     pids = [int(x) for x in (ssh.read_file(pidfile) or b"").split()]
     assert len(pids) >= 2
-    assert _wait_gone(pids) == []
+    assert wait_gone(pids) == []
     # the same shell session is still usable
     assert ssh.run("echo still here").stdout == "still here\n"
     assert ssh.shells_opened == 1
@@ -268,7 +250,7 @@ def test_exec_mode_runs_one_session_per_command(exec_ssh: SSHTransport, sshd_ser
     result = exec_ssh.run(f"sleep 300 & echo $! >> {pidfile}; echo $$ >> {pidfile}; sleep 300", timeout=1)
     assert result.timed_out
     pids = [int(x) for x in (exec_ssh.read_file(pidfile) or b"").split()]
-    assert len(pids) == 2 and _wait_gone(pids) == []
+    assert len(pids) == 2 and wait_gone(pids) == []
 
     assert exec_ssh.shells_opened == 0
     assert exec_ssh.execs_opened == 5

@@ -13,6 +13,7 @@ import pytest
 from maintainer.errors import TransportError
 from maintainer.ssh import SSHTransport
 from maintainer.transport import LocalTransport, StreamClosed, Transport
+from tests.helpers import wait_gone
 from tests.servers.sshd import SSHServer
 
 MB = 1024 * 1024
@@ -105,11 +106,8 @@ def test_an_exception_in_the_block_kills_the_whole_process_group(transport: Tran
     with pytest.raises(KeyError), transport.stream_out(command) as out:
         out.read(100)
         raise KeyError("the upload failed")
-    child = pids.read_text().strip()
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not Path(f"/proc/{child}").exists(), "the background child outlived the aborted stream"
+    child = int(pids.read_text())
+    assert wait_gone([child], 10) == [], "the background child outlived the aborted stream"
 
 
 def test_timeout_kills_the_command(transport: Transport) -> None:
@@ -130,6 +128,19 @@ def test_streams_work_as_file_objects_for_tarfile(transport: Transport, workdir:
         names = sorted(member.name for member in tar)
     assert names == [".", "./index.php"]
     assert out.result is not None and out.result.ok, out.result  # tar's padding was drained, not cut
+
+
+def test_ssh_prefers_aes_gcm(sshd_server: SSHServer) -> None:
+    ssh = SSHTransport.from_vars(
+        sshd_server.host, sshd_server.port, sshd_server.user, sshd_server.site_vars()
+    )
+    try:
+        assert ssh.run("true").ok
+        assert ssh._client is not None
+        link = ssh._client.get_transport()
+        assert link is not None and link.local_cipher == "aes128-gcm@openssh.com"
+    finally:
+        ssh.close()
 
 
 def test_ssh_streams_release_their_sessions(sshd_server: SSHServer) -> None:
@@ -172,3 +183,23 @@ def test_a_little_unread_output_is_drained_so_the_command_ends_normally(transpor
     with transport.stream_out("printf header; head -c 10240 /dev/zero") as out:
         assert out.read(6) == b"header"
     assert out.result is not None and out.result.ok, out.result
+
+
+def test_ssh_streams_pass_paramikos_512_mb_rekey_point(sshd_server: SSHServer) -> None:
+    # paramiko starts a re-key after 512 MB; when the command ends just then, the
+    # channel close waits for the re-key inside the thread that must run it, and
+    # 30 s later comes "Key-exchange timed out waiting for key negotiation".
+    ssh = SSHTransport.from_vars(
+        sshd_server.host, sshd_server.port, sshd_server.user, sshd_server.site_vars()
+    )
+    size = 512 * MB  # ends just after paramiko would have started its re-key
+    received = 0
+    try:
+        with ssh.stream_out(["head", "-c", str(size), "/dev/zero"]) as out:
+            while chunk := out.read(MB):
+                received += len(chunk)
+        assert out.result is not None and out.result.ok
+        assert received == size
+        assert ssh.run("echo after").stdout == "after\n"
+    finally:
+        ssh.close()
