@@ -28,7 +28,6 @@ connection unless the site sets ``maintainer_host_key_checking: false``.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import posixpath
@@ -774,10 +773,10 @@ class _SSHStream(CommandStream):
         feed: bool,
         timeout: float | None,
     ) -> None:
+        super().__init__(feed)
         self._transport = transport
         self._chan = chan
         self._generation = generation
-        self._feed = feed
         self._timeout = timeout
         self._started = time.monotonic()
         self._deadline = _deadline(self._started, timeout)
@@ -789,18 +788,9 @@ class _SSHStream(CommandStream):
         if feed:
             self._threads.append(_pump(chan.recv, self._out))
 
-    def readable(self) -> bool:
-        return not self._feed
-
-    def writable(self) -> bool:
-        return self._feed
-
-    def readinto(self, buffer: Any) -> int:
-        if self._feed:
-            raise io.UnsupportedOperation("this stream is the command's stdin")
+    def _read_into(self, view: memoryview) -> int:
         if self._eof:
             return 0
-        view = memoryview(buffer).cast("B")
         while True:
             try:
                 data = self._chan.recv(len(view))
@@ -815,10 +805,7 @@ class _SSHStream(CommandStream):
             view[: len(data)] = data
             return len(data)
 
-    def write(self, data: Any) -> int:
-        if not self._feed:
-            raise io.UnsupportedOperation("this stream is the command's stdout")
-        view = memoryview(data).cast("B")
+    def _write(self, view: memoryview) -> int:
         sent = 0
         while sent < len(view):
             if self._chan.exit_status_ready() or self._chan.closed:

@@ -109,11 +109,33 @@ class CommandStream(io.RawIOBase):
 
     result: CommandResult | None = None
 
-    def readinto(self, buffer: Any) -> int:  # pragma: no cover - overridden where readable
-        raise io.UnsupportedOperation("this stream is the command's stdin")
+    def __init__(self, feed: bool) -> None:
+        super().__init__()
+        self._feed = feed  # True: we write the command's stdin; False: we read its stdout
 
-    def write(self, data: Any) -> int:  # pragma: no cover - overridden where writable
-        raise io.UnsupportedOperation("this stream is the command's stdout")
+    def readable(self) -> bool:
+        return not self._feed
+
+    def writable(self) -> bool:
+        return self._feed
+
+    def readinto(self, buffer: Any) -> int:
+        if self._feed:
+            raise io.UnsupportedOperation("this stream is the command's stdin")
+        return self._read_into(memoryview(buffer).cast("B"))
+
+    def write(self, data: Any) -> int:
+        if not self._feed:
+            raise io.UnsupportedOperation("this stream is the command's stdout")
+        return self._write(memoryview(data).cast("B"))
+
+    @abstractmethod
+    def _read_into(self, view: memoryview) -> int:
+        """Some of the command's stdout into ``view``; 0 at its end."""
+
+    @abstractmethod
+    def _write(self, view: memoryview) -> int:
+        """All of ``view`` to the command's stdin; BrokenPipeError once it stopped reading."""
 
     def _drain_rest(self) -> bool:
         """Read what the caller left unread, up to ``STREAM_DRAIN_LIMIT``; True if EOF came."""
@@ -329,8 +351,8 @@ def _finishing(stream: CommandStream) -> Iterator[None]:
 
 class _LocalStream(CommandStream):
     def __init__(self, proc: subprocess.Popen[bytes], feed: bool, timeout: float | None) -> None:
+        super().__init__(feed)
         self._proc = proc
-        self._feed = feed
         self._started = time.monotonic()
         self._timed_out = False
         self._err = Tail()
@@ -348,21 +370,10 @@ class _LocalStream(CommandStream):
         self._timed_out = True
         _kill_group(self._proc)
 
-    def readable(self) -> bool:
-        return not self._feed
+    def _read_into(self, view: memoryview) -> int:
+        return self._proc.stdout.readinto1(view)  # type: ignore[union-attr]
 
-    def writable(self) -> bool:
-        return self._feed
-
-    def readinto(self, buffer: Any) -> int:
-        if self._feed:
-            raise io.UnsupportedOperation("this stream is the command's stdin")
-        return self._proc.stdout.readinto1(buffer)  # type: ignore[union-attr]
-
-    def write(self, data: Any) -> int:
-        if not self._feed:
-            raise io.UnsupportedOperation("this stream is the command's stdout")
-        view = memoryview(data)
+    def _write(self, view: memoryview) -> int:
         self._proc.stdin.write(view)  # type: ignore[union-attr]
         return len(view)
 
