@@ -7,17 +7,22 @@ the newest version, ``name@2`` to the newest 2.x, ``name@2.1`` to the newest
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import os
 import re
+import types
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from jinja2 import TemplateSyntaxError
+from jinja2 import TemplateNotFound, TemplateSyntaxError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import templating
 from .actions import registry
+from .actions.template import templates_dir
 from .errors import BadInput, ValidationFailed
 from .yamlfile import line_of
 from .yamlfile import load as load_yaml
@@ -144,16 +149,17 @@ class Runbook(BaseModel):
         parse_version(value)
         return value
 
-    @field_validator("serial", "max_fail")
+    @field_validator("serial")
     @classmethod
-    def _count_or_percent(cls, value: int | str | None) -> int | str | None:
-        if value is None or isinstance(value, int):
-            if isinstance(value, int) and value < 0:
-                raise ValueError("must be zero or more")
-            return value
-        if re.fullmatch(r"\d{1,3}%", value.strip()) and 0 < int(value.strip()[:-1]) <= 100:
-            return value.strip()
-        raise ValueError(f"'{value}' is neither a count nor a percentage like '25%'")
+    def _serial(cls, value: int | str | None) -> int | str | None:
+        # a batch of 0 sites would never finish: 1 site or 1% is the smallest batch
+        return _count_or_percent(value, least=1, what="a batch size")
+
+    @field_validator("max_fail")
+    @classmethod
+    def _max_fail(cls, value: int | str | None) -> int | str | None:
+        # 0 and "0%" both mean: the first failed site stops new batches
+        return _count_or_percent(value, least=0, what="a number of failed sites")
 
     def all_steps(self) -> list[tuple[str, Step]]:
         return (
@@ -163,13 +169,30 @@ class Runbook(BaseModel):
         )
 
 
+def _count_or_percent(value: int | str | None, *, least: int, what: str) -> int | str | None:
+    if value is None:
+        return None
+    if isinstance(value, int):
+        if value < least:
+            raise ValueError(f"must be {what} of at least {least}, or a percentage like '25%'")
+        return value
+    text = value.strip()
+    if re.fullmatch(r"\d{1,3}%", text):
+        if least <= int(text[:-1]) <= 100:
+            return text
+        raise ValueError(f"'{value}' must be a percentage from {least}% to 100%")
+    raise ValueError(f"'{value}' is neither a count nor a percentage like '25%'")
+
+
 def count_of(value: int | str | None, total: int) -> int | None:
-    """A count or a percentage of ``total`` (rounded up, at least 1)."""
+    """A count or a percentage of ``total`` (rounded up, at least 1; "0%" is 0)."""
     if value is None:
         return None
     if isinstance(value, int):
         return value
     percent = int(value.rstrip("%"))
+    if percent == 0:
+        return 0
     return max(1, -(-total * percent // 100))
 
 
@@ -180,31 +203,104 @@ class LoadedRunbook:
     digest: str  # sha256 of the file's bytes
     #: the line of each step, keyed by (section, index), for run-time messages
     step_lines: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: the parsed YAML (it knows the line of every key), for line_at
+    source: Any = None
 
     @property
     def ref(self) -> str:
         return f"{self.model.name}@{self.model.version}"
 
+    def line_at(self, *loc: str | int) -> int | None:
+        """The line of the deepest existing key of ``loc``, e.g. ("steps", 0, "with", "env")."""
+        return line_of(self.source, loc) if self.source is not None else None
+
 
 # ---------------------------------------------------------------- discovery
+
+RUNBOOK_SUFFIX = ".yml"
+_FILE_NAME_RULE = "file name must be <semver>.yml, e.g. 1.0.0.yml"
 
 
 def runbooks_dir(project: Path) -> Path:
     return project / "runbooks"
 
 
-def available(project: Path) -> dict[str, list[tuple[tuple[int, int, int], Path]]]:
-    """Every runbook name with its versions, newest first."""
-    found: dict[str, list[tuple[tuple[int, int, int], Path]]] = {}
+def _no_runbooks_dir(project: Path) -> BadInput:
+    return BadInput(
+        f"there is no runbooks/ directory under the project {project}.",
+        fix="pass --project DIR (the directory that holds runbooks/, inventories/, templates/), "
+        f"or create {runbooks_dir(project)}/<name>/<version>.yml.",
+    )
+
+
+def _guess_version(stem: str) -> str | None:
+    """'1.0' -> '1.0.0', 'v1.2.3' -> '1.2.3'; None when the stem does not look like a version."""
+    parts = stem.removeprefix("v").removeprefix("V").split(".")
+    if not 1 <= len(parts) <= 3 or not all(p.isdigit() for p in parts):
+        return None
+    return ".".join(str(int(p)) for p in [*parts, "0", "0"][:3])
+
+
+def file_name_problem(path: Path) -> BadInput | None:
+    """Why ``runbooks/<name>/<file>`` would never be found by name, or None.
+
+    Only ``<semver>.yml`` is read: ``1.0.0.yaml`` is refused too, so a version can never exist twice.
+    """
+    if path.parent.parent.name != "runbooks":
+        return None
+    if path.suffix == RUNBOOK_SUFFIX and _SEMVER.match(path.stem):
+        return None
+    version = path.stem if _SEMVER.match(path.stem) else _guess_version(path.stem)
+    if version is None:
+        fix = "rename it to the version it holds, e.g. 1.0.0.yml (the file name is the version)."
+    else:
+        fix = f"rename it to {version}{RUNBOOK_SUFFIX}"
+        if path.with_name(version + RUNBOOK_SUFFIX).exists():
+            fix += f"; {version}{RUNBOOK_SUFFIX} exists too, so keep only one of the two"
+        fix += "."
+    return BadInput(
+        f"{_FILE_NAME_RULE} (only .yml is read): this file is never found by name.", file=path, fix=fix
+    )
+
+
+def _misplaced(path: Path) -> BadInput | None:
+    if path.parent.name != "runbooks":
+        return None
+    return BadInput(
+        f"{_FILE_NAME_RULE}, inside a directory named like the runbook: "
+        "a file directly under runbooks/ is never found by name.",
+        file=path,
+        fix=f"move it to runbooks/{path.stem}/<version>.yml, e.g. runbooks/{path.stem}/1.0.0.yml.",
+    )
+
+
+def layout_problems(project: Path) -> list[BadInput]:
+    """Every YAML file under runbooks/ that no runbook name would ever find (for ``runbooks list``)."""
+    found = (_misplaced(path) or file_name_problem(path) for path in runbook_files(project))
+    return [problem for problem in found if problem is not None]
+
+
+def runbook_files(project: Path) -> list[Path]:
+    """Every YAML file under runbooks/ that is or looks like a runbook, well named or not."""
     root = runbooks_dir(project)
     if not root.is_dir():
-        return found
-    for path in sorted(root.glob("*/*.yml")) + sorted(root.glob("*/*.yaml")):
-        try:
-            version = parse_version(path.stem)
-        except ValueError:
-            continue
-        found.setdefault(path.parent.name, []).append((version, path))
+        raise _no_runbooks_dir(project)
+    found: list[Path] = []
+    for pattern in ("*.yml", "*.yaml", "*/*.yml", "*/*.yaml"):
+        found.extend(p for p in root.glob(pattern) if p.is_file())
+    return sorted(found)
+
+
+def available(project: Path) -> dict[str, list[tuple[tuple[int, int, int], Path]]]:
+    """Every runbook name with its versions, newest first (only ``<name>/<semver>.yml``).
+
+    A project without runbooks/ is BadInput. Misnamed files are left out here;
+    ``validate_all`` reports them.
+    """
+    found: dict[str, list[tuple[tuple[int, int, int], Path]]] = {}
+    for path in runbook_files(project):
+        if path.parent.parent.name == "runbooks" and file_name_problem(path) is None:
+            found.setdefault(path.parent.name, []).append((parse_version(path.stem), path))
     for versions in found.values():
         versions.sort(reverse=True)
     return found
@@ -217,13 +313,30 @@ def resolve(project: Path, ref: str) -> Path:
         if not as_path.is_file():
             raise BadInput("runbook file not found.", file=ref, fix="check the path.")
         return as_path
-    name, _, wanted = ref.partition("@")
-    versions = available(project).get(name)
+    name, at, wanted = ref.partition("@")
+    if at and not wanted.strip():
+        raise BadInput(
+            f"'{ref}': no version after '@'.",
+            fix=f"write {name} for the newest version, or {name}@MAJOR, {name}@MAJOR.MINOR "
+            f"or {name}@MAJOR.MINOR.PATCH.",
+        )
+    found = available(project)
+    versions = found.get(name)
     if not versions:
-        known = ", ".join(sorted(available(project))) or "none"
+        misnamed = sorted(runbooks_dir(project).glob(f"{name}/*.y*ml")) if name else []
+        if misnamed:
+            raise BadInput(
+                f"runbooks/{name}/ has no file named <semver>.yml "
+                f"(found {', '.join(p.name for p in misnamed)}).",
+                file=runbooks_dir(project) / name,
+                fix="rename the file to its version, e.g. 1.0.0.yml (see 'maintainer runbooks validate').",
+            )
+        known = ", ".join(sorted(found)) or "none"
+        close = difflib.get_close_matches(name, list(found), n=1)
         raise BadInput(
             f"no runbook named '{name}' under {runbooks_dir(project)}.",
-            fix=f"use one of: {known} (see 'maintainer runbooks list').",
+            fix=(f"did you mean '{close[0]}'? " if close else "")
+            + f"Use one of: {known} (see 'maintainer runbooks list').",
         )
     if not wanted:
         return versions[0][1]
@@ -245,19 +358,78 @@ def resolve(project: Path, ref: str) -> Path:
 
 # ---------------------------------------------------------------- validation
 
+#: reports one problem: (message, loc in the runbook, fix, file and line overrides)
+Report = Callable[..., None]
 
-def load(path: Path) -> LoadedRunbook:
-    """Parse and fully validate one runbook file; every problem is reported at once."""
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [info.alias or name for name, info in model.model_fields.items()]
+
+
+def _did_you_mean(word: str, options: Iterable[str], what: str = "keys") -> str:
+    """'did you mean 'x'? ...' for a misspelt ``word``, always followed by the valid options."""
+    options = sorted(options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    listed = f"{what} are: {', '.join(options) or 'none'}."
+    return f"did you mean '{close[0]}'? ({listed})" if close else listed
+
+
+def _known_keys(loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed where ``loc``'s last part is an unknown key."""
+    if len(loc) == 1:
+        return _keys_of(Runbook)
+    if len(loc) == 3 and loc[0] in ("steps", "rollback", "finally") and isinstance(loc[1], int):
+        return _keys_of(Step)
+    if len(loc) == 3 and loc[0] == "params":
+        return _keys_of(ParamSpec)
+    return None
+
+
+def env_var_for(param: str) -> str:
+    """The environment variable a param is read from: MAINTAINER_PARAM_<NAME>."""
+    return "MAINTAINER_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", param).upper()
+
+
+def _project_of(path: Path) -> Path | None:
+    """The project of ``<project>/runbooks/<name>/<file>``, or None outside that layout."""
+    return path.parent.parent.parent if path.parent.parent.name == "runbooks" else None
+
+
+def load(path: Path, project: Path | None = None) -> LoadedRunbook:
+    """Parse and fully validate one runbook file; every problem is reported at once.
+
+    ``project`` is where the ``src`` of ``template`` steps is looked up (its templates/);
+    by default the project the file sits in (``<project>/runbooks/<name>/<version>.yml``).
+    A runbook outside that layout, loaded without a project, gets no template-file checks.
+    """
     raw = path.read_bytes() if path.is_file() else b""
-    data = load_yaml(path)
     problems: list[BadInput] = []
+    misnamed = file_name_problem(path)
+    if misnamed is not None:
+        problems.append(misnamed)
+    try:
+        data = load_yaml(path)
+        if not isinstance(data, dict):
+            raise BadInput("a runbook must be a YAML mapping (name, version, steps, ...).", file=path, line=1)
+    except BadInput as exc:
+        if not problems:
+            raise
+        raise ValidationFailed([*problems, exc], file=path) from exc
 
-    def problem(message: str, loc: tuple[str | int, ...], fix: str | None = None) -> None:
+    def problem(
+        message: str,
+        loc: tuple[str | int, ...],
+        fix: str | None = None,
+        *,
+        file: Path | None = None,
+        line: int | None = None,
+    ) -> None:
         key = ".".join(str(p) for p in loc) or None
-        problems.append(BadInput(message, file=path, line=line_of(data, loc), key=key, fix=fix))
+        if file is not None:
+            problems.append(BadInput(message, file=file, line=line, key=None, fix=fix))
+        else:
+            problems.append(BadInput(message, file=path, line=line or line_of(data, loc), key=key, fix=fix))
 
-    if not isinstance(data, dict):
-        raise BadInput("a runbook must be a YAML mapping (name, version, steps, ...).", file=path, line=1)
     model: Runbook | None = None
     try:
         model = Runbook.model_validate(data)
@@ -265,16 +437,19 @@ def load(path: Path) -> LoadedRunbook:
         for err in exc.errors():
             loc = tuple(err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
+            fix = None
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key '{loc[-1]}'"
-            problem(msg + ".", loc)
+                known = _known_keys(loc)
+                fix = _did_you_mean(str(loc[-1]), known) if known is not None else None
+            problem(msg + ".", loc, fix)
 
     name, version = data.get("name"), data.get("version")
     if isinstance(version, str) and _SEMVER.match(path.stem) and path.stem != version:
         problem(
             f"version '{version}' does not match the file name '{path.name}'.",
             ("version",),
-            fix=f"rename the file to {version}{path.suffix} or set version: {path.stem}.",
+            fix=f"rename the file to {version}{RUNBOOK_SUFFIX} or set version: {path.stem}.",
         )
     if isinstance(name, str) and path.parent.parent.name == "runbooks" and path.parent.name != name:
         problem(
@@ -287,6 +462,19 @@ def load(path: Path) -> LoadedRunbook:
     # validate: one pass reports every problem
     raw_params = data.get("params")
     params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+    by_var: dict[str, str] = {}
+    for param in params:
+        var = env_var_for(str(param))
+        if var in by_var:
+            problem(
+                f"params '{by_var[var]}' and '{param}' would both be read from {var}.",
+                ("params", param),
+                fix="rename one of them.",
+            )
+        by_var.setdefault(var, str(param))
+    templates_root = templates_dir(project) if project is not None else None
+    if templates_root is None and (inferred := _project_of(path)) is not None:
+        templates_root = templates_dir(inferred)
     step_lines: dict[tuple[str, int], int] = {}
     seen: dict[str, tuple[str, int]] = {}
     sections: dict[str, list[Any]] = {}
@@ -315,19 +503,24 @@ def load(path: Path) -> LoadedRunbook:
             # in main steps only earlier steps have outputs; rollback/finally may read any
             visible = set(main_ids[:index]) if section == "steps" else set(main_ids) | set(seen)
             _check_templates(step, loc, params, visible, problem)
+            if step.get("uses") == "template" and templates_root is not None:
+                where = f"{path}:{step_lines[(section, index)]}"
+                _check_template_file(step, loc, where, templates_root, params, visible, problem)
     if problems or model is None:
-        problems.sort(key=lambda p: p.line or 0)
-        raise ValidationFailed(problems, file=path)
-    return LoadedRunbook(model, path, hashlib.sha256(raw).hexdigest(), step_lines)
+        unique = list({(p.file, p.line, p.key, p.message): p for p in problems}.values())
+        unique.sort(key=lambda p: (p.file != str(path), p.file or "", p.line or 0))
+        raise ValidationFailed(unique, file=path)
+    return LoadedRunbook(model, path, hashlib.sha256(raw).hexdigest(), step_lines, source=data)
 
 
-def _check_action(uses: str, with_: Any, loc: tuple[str | int, ...], problem: Any) -> None:
+def _check_action(uses: str, with_: Any, loc: tuple[str | int, ...], problem: Report) -> None:
     action = registry.get(uses)
     if action is None:
         problem(
             f"unknown action '{uses}'.",
             (*loc, "uses"),
-            fix=f"use one of: {', '.join(registry.names())} (or install the plugin that provides it).",
+            fix=_did_you_mean(uses, registry.names(), "actions")
+            + " (Or install the plugin that provides it.)",
         )
         return
     given = with_ if isinstance(with_, dict) else {}
@@ -338,11 +531,97 @@ def _check_action(uses: str, with_: Any, loc: tuple[str | int, ...], problem: An
             problem(
                 f"action '{uses}' has no argument '{key}'.",
                 (*loc, "with", key),
-                fix=f"arguments are: {', '.join(sorted(aliases)) or 'none'}.",
+                fix=_did_you_mean(str(key), aliases, "arguments"),
             )
     for name, info in fields.items():
         if info.is_required() and (info.alias or name) not in given:
             problem(f"action '{uses}' needs argument '{info.alias or name}'.", (*loc, "with"))
+    _check_literal_args(action.Args, uses, {k: v for k, v in given.items() if k in aliases}, loc, problem)
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return templating.has_template(value)
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def _walk(value: Any, loc: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """The deepest value of ``loc`` inside ``value``, and the part of ``loc`` that led there.
+
+    Parts that are not in the data (pydantic's union tags like 'list[str]') are passed over.
+    """
+    found: tuple[Any, ...] = ()
+    for part in loc:
+        in_dict = isinstance(value, dict) and part in value
+        in_list = isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)
+        if in_dict or in_list:
+            value = value[part]
+            found = (*found, part)
+    return value, found
+
+
+def _noun(tp: Any, plural: bool = False) -> str:
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        return _noun(args[0], plural)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_noun(a, plural) for a in args if a is not type(None))
+    if origin is list:
+        return f"list{'s' if plural else ''} of {_noun(args[0] if args else Any, True)}"
+    if origin is dict:
+        return f"mapping{'s' if plural else ''} of names to {_noun(args[1] if args else Any, True)}"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    words = {str: "string", int: "integer", float: "number", bool: "true/false value"}
+    word = words.get(tp, getattr(tp, "__name__", "value"))
+    return word + ("s" if plural else "")
+
+
+def describe_type(tp: Any) -> str:
+    """A type annotation in words: 'a list of integers', 'a string or a list of strings'."""
+    text = _noun(tp)
+    parts = [f"an {p}" if p[:1] in "aeiou" else f"a {p}" for p in text.split(" or ")]
+    return " or ".join(parts)
+
+
+def _check_literal_args(
+    args_model: type[BaseModel], uses: str, given: dict[str, Any], loc: tuple[str | int, ...], problem: Report
+) -> None:
+    """Check the arguments that hold no template against the action's Args, as the run will."""
+    try:
+        args_model.model_validate(given)
+    except ValidationError as exc:
+        by_key: dict[str, list[Any]] = {}
+        for err in exc.errors():
+            if err["type"] in ("missing", "extra_forbidden"):
+                continue  # reported by _check_action, with better words
+            if not err["loc"]:
+                if not _has_template(given):
+                    problem(f"action '{uses}': {err['msg'].removeprefix('Value error, ')}.", (*loc, "with"))
+                continue
+            value, _ = _walk(given, tuple(err["loc"]))
+            if _has_template(value):
+                continue  # rendered at run time, checked then
+            by_key.setdefault(str(err["loc"][0]), []).append(err)
+        fields = {info.alias or name: info for name, info in args_model.model_fields.items()}
+        for key, errors in by_key.items():
+            # of a union's errors, the one that got deepest into the value says most
+            depth = {id(e): len(_walk(given, tuple(e["loc"]))[1]) for e in errors}
+            deepest = max(depth.values())
+            errors = [e for e in errors if depth[id(e)] == deepest]
+            first = errors[0]
+            _, data_loc = _walk(given, tuple(first["loc"]))
+            messages = list(dict.fromkeys(e["msg"].removeprefix("Value error, ") for e in errors))
+            info = fields.get(key)
+            problem(
+                f"action '{uses}' argument '{key}': {'; or '.join(messages)} (got {first['input']!r}).",
+                (*loc, "with", *data_loc),
+                fix=f"'{key}' takes {describe_type(info.annotation)}." if info is not None else None,
+            )
 
 
 def _iter_strings(value: Any, loc: tuple[str | int, ...]) -> Any:
@@ -356,12 +635,53 @@ def _iter_strings(value: Any, loc: tuple[str | int, ...]) -> Any:
             yield from _iter_strings(v, (*loc, i))
 
 
+def _reference_problems(
+    refs: Iterable[tuple[str, str | None, int]],
+    params: dict[str, Any],
+    visible_steps: set[str],
+    roots: frozenset[str] = templating.CONTEXT_ROOTS,
+    vars_keys: set[str] | None = None,
+    check_unknown: bool = True,
+) -> Iterator[tuple[str, str, int]]:
+    """(message, fix, line) for every reference a template may not make; each reference once."""
+    seen: set[tuple[str, str | None]] = set()
+    for root, attr, line in refs:
+        if (root, attr) in seen:
+            continue
+        seen.add((root, attr))
+        if root not in roots and root not in templating.ENV.globals:
+            if check_unknown:
+                yield (
+                    f"template uses unknown variable '{root}'.",
+                    f"templates see {', '.join(sorted(roots))} (e.g. site.docroot, params.x).",
+                    line,
+                )
+        elif root == "params" and attr is not None and attr not in params:
+            yield (
+                f"template uses params.{attr}, which the runbook does not declare.",
+                _did_you_mean(attr, map(str, params), "declared params") + " Or declare it under params.",
+                line,
+            )
+        elif root == "steps" and attr is not None and attr not in visible_steps:
+            yield (
+                f"template reads steps.{attr}, which is not an earlier step.",
+                "only outputs of steps that ran before this one exist.",
+                line,
+            )
+        elif root == "vars" and attr is not None and vars_keys is not None and attr not in vars_keys:
+            yield (
+                f"template uses vars.{attr}, which the step's 'vars' does not set.",
+                _did_you_mean(attr, vars_keys, "the step's vars") + " Or set it under with.vars.",
+                line,
+            )
+
+
 def _check_templates(
     step: dict[str, Any],
     loc: tuple[str | int, ...],
     params: dict[str, Any],
     visible_steps: set[str],
-    problem: Any,
+    problem: Report,
 ) -> None:
     candidates = list(_iter_strings(step.get("with") or {}, (*loc, "with")))
     if isinstance(step.get("when"), str):
@@ -373,27 +693,82 @@ def _check_templates(
         try:
             tree = templating.parse_template(text, expression=is_when)
         except TemplateSyntaxError as exc:
-            problem(f"template syntax error: {exc.message}.", where)
+            problem(f"template syntax error: {(exc.message or '').rstrip('.')}.", where)
             continue
-        for root, attr in templating.references(tree):
-            if root not in templating.CONTEXT_ROOTS and root not in templating.ENV.globals:
+        refs = ((root, attr, 0) for root, attr in templating.references(tree))
+        for message, fix, _ in _reference_problems(refs, params, visible_steps):
+            problem(message, where, fix=fix)
+
+
+def _check_template_file(
+    step: dict[str, Any],
+    loc: tuple[str | int, ...],
+    where: str,
+    root: Path,
+    params: dict[str, Any],
+    visible_steps: set[str],
+    problem: Report,
+) -> None:
+    """The file of a ``template`` step with a literal ``src``: found, valid Jinja, reads known names.
+
+    Template files render with the step's context (site, params, steps, run) plus ``vars``;
+    files they include or import are checked for syntax and params/steps references too.
+    """
+    with_ = step.get("with")
+    src = with_.get("src") if isinstance(with_, dict) else None
+    if not isinstance(src, str) or not src or templating.has_template(src):
+        return  # a templated src is only known at run time
+    raw_vars = with_.get("vars") if isinstance(with_, dict) else None
+    vars_keys = {str(k) for k in raw_vars} if isinstance(raw_vars, dict) else None
+    if raw_vars is None:
+        vars_keys = set()
+    used_by = f"in the template of step '{step.get('id')}' at {where}"
+    pending: list[tuple[str, Path | None, int | None]] = [(src, None, None)]
+    done: set[str] = set()
+    while pending:
+        name, parent, parent_line = pending.pop(0)
+        if name in done:
+            continue
+        done.add(name)
+        try:
+            tree, file = templating.parse_file(root, name)
+        except TemplateNotFound:
+            if parent is None:
                 problem(
-                    f"template uses unknown variable '{root}'.",
-                    where,
-                    fix="templates see site, params, steps and run (e.g. site.docroot, params.x).",
+                    f"template '{name}' not found under {root}.",
+                    (*loc, "with", "src"),
+                    fix=f"create {root / name}, or correct src (it is relative to templates/).",
                 )
-            elif root == "params" and attr is not None and attr not in params:
+            else:
                 problem(
-                    f"template uses params.{attr}, which the runbook does not declare.",
-                    where,
-                    fix=f"declare it under params, or use one of: {', '.join(params) or 'none'}.",
+                    f"'{name}' is not found under {root} ({used_by}).",
+                    loc,
+                    fix=f"create {root / name}, or correct the name.",
+                    file=parent,
+                    line=parent_line,
                 )
-            elif root == "steps" and attr is not None and attr not in visible_steps:
-                problem(
-                    f"template reads steps.{attr}, which is not an earlier step.",
-                    where,
-                    fix="only outputs of steps that ran before this one exist.",
-                )
+            continue
+        except TemplateSyntaxError as exc:
+            problem(
+                f"template syntax error: {(exc.message or '').rstrip('.')} ({used_by}).",
+                loc,
+                fix="correct the Jinja2 syntax at that line.",
+                file=Path(exc.filename) if exc.filename else root / name,
+                line=exc.lineno,
+            )
+            continue
+        pending.extend((child, file, line) for child, line in templating.referenced_files(tree))
+        refs = templating.located_references(tree)
+        for message, fix, line in _reference_problems(
+            refs,
+            params,
+            visible_steps,
+            roots=templating.FILE_CONTEXT_ROOTS,
+            vars_keys=vars_keys,
+            # an included file also sees what its includer sets: only params/steps/vars are certain
+            check_unknown=parent is None,
+        ):
+            problem(f"{message.removesuffix('.')} ({used_by}).", loc, fix=fix, file=file, line=line)
 
 
 # ---------------------------------------------------------------- params
@@ -432,15 +807,55 @@ def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
                 raise ValueError(f"param '{name}' allows {', '.join(spec.choices)}; not {', '.join(bad)}")
         return items
     text = str(value)
+    shown = "(the secret value)" if kind == "secret" else f"'{text}'"
     if kind == "choice" and spec.choices and text not in spec.choices:
-        raise ValueError(f"param '{name}' must be one of {', '.join(spec.choices)}, got '{text}'")
+        raise ValueError(f"param '{name}' must be one of {', '.join(spec.choices)}, got {shown}")
     if spec.pattern is not None and not re.fullmatch(spec.pattern, text):
-        raise ValueError(f"param '{name}' must match {spec.pattern}, got '{text}'")
+        raise ValueError(f"param '{name}' must match {spec.pattern}, got {shown}")
     return text
 
 
-def resolve_params(loaded: LoadedRunbook, given: dict[str, str]) -> dict[str, Any]:
-    """Typed params from -p values and defaults; any problem is BadInput (exit 2)."""
+def parse_param_args(items: Iterable[str]) -> dict[str, str]:
+    """``-p key=value`` options as a dict; a malformed or repeated key is BadInput.
+
+    Values are never echoed back: a -p value may be a secret.
+    """
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise BadInput(
+                f"-p '{key or item}' is not key=value.", key=key or None, fix="write -p name=value."
+            )
+        if key in params:
+            raise BadInput(
+                f"param '{key}' is given twice with -p.",
+                key=key,
+                fix=f"pass -p {key}=VALUE once (the two values disagree or repeat).",
+            )
+        params[key] = value
+    return params
+
+
+def resolve_params(
+    loaded: LoadedRunbook, given: dict[str, str], environ: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Typed params; any problem is BadInput (exit 2).
+
+    Each declared param comes from, in this order:
+
+    1. ``-p name=value`` (``given``);
+    2. the environment variable ``MAINTAINER_PARAM_<NAME>`` (``environ``, default ``os.environ``):
+       the param name upper-cased, every character that is not a letter or digit turned into
+       ``_`` (``db-password`` -> ``MAINTAINER_PARAM_DB_PASSWORD``). This keeps secrets out of
+       ``ps``, shell history and crontabs. A value given both ways: ``-p`` wins;
+    3. the runbook's ``default``.
+
+    Values from the environment are typed and validated exactly like ``-p`` values, and their
+    errors name the variable. Variables for params the runbook does not declare are ignored.
+    """
+    environ = os.environ if environ is None else environ
     specs = loaded.model.params
     problems: list[BadInput] = []
     for key in given:
@@ -449,16 +864,29 @@ def resolve_params(loaded: LoadedRunbook, given: dict[str, str]) -> dict[str, An
                 BadInput(
                     f"unknown param '{key}' for runbook {loaded.ref}.",
                     key=key,
-                    fix=f"params are: {', '.join(specs) or 'none'} (maintainer runbooks show {loaded.ref}).",
+                    fix=_did_you_mean(key, specs, "params") + f" (maintainer runbooks show {loaded.ref}).",
                 )
             )
     values: dict[str, Any] = {}
     for key, spec in specs.items():
-        if key in given:
+        var = env_var_for(key)
+        if key in given or var in environ:
+            from_env = key not in given
             try:
-                values[key] = coerce_param(key, spec, given[key])
+                values[key] = coerce_param(key, spec, environ[var] if from_env else given[key])
             except ValueError as exc:
-                problems.append(BadInput(f"{exc}.", key=key, fix=f"pass -p {key}=VALUE of type {spec.type}."))
+                if from_env:
+                    problems.append(
+                        BadInput(
+                            f"{exc} (from the environment variable {var}).",
+                            key=var,
+                            fix=f"set {var} to a value of type {spec.type}, or pass -p {key}=VALUE.",
+                        )
+                    )
+                else:
+                    problems.append(
+                        BadInput(f"{exc}.", key=key, fix=f"pass -p {key}=VALUE of type {spec.type}.")
+                    )
         elif spec.default is not None:
             values[key] = spec.default
         elif spec.is_required:
@@ -466,7 +894,7 @@ def resolve_params(loaded: LoadedRunbook, given: dict[str, str]) -> dict[str, An
                 BadInput(
                     f"runbook {loaded.ref} needs param '{key}' ({spec.description or spec.type}).",
                     key=key,
-                    fix=f"pass -p {key}=VALUE.",
+                    fix=f"pass -p {key}=VALUE, or set the environment variable {var}.",
                 )
             )
         else:
@@ -483,17 +911,24 @@ def secret_params(loaded: LoadedRunbook, values: dict[str, Any]) -> list[str]:
 
 
 def validate_all(project: Path, target: Path | None = None) -> tuple[int, list[BadInput]]:
-    """Validate one file, a directory, or every shipped runbook: (files checked, problems)."""
+    """Validate one file, a directory, or every runbook of the project: (files checked, problems).
+
+    Every problem comes back in one pass, misnamed files (``1.0.yml``, ``1.0.0.yaml``) included.
+    A project without runbooks/ is BadInput (there is nothing to validate: a wrong --project).
+    """
     if target is None:
-        files = [path for versions in available(project).values() for _, path in versions]
+        files = runbook_files(project)
     elif target.is_dir():
         files = sorted(target.rglob("*.yml")) + sorted(target.rglob("*.yaml"))
     else:
         files = [target]
     problems: list[BadInput] = []
     for path in files:
+        if target is None and (misplaced := _misplaced(path)) is not None:
+            problems.append(misplaced)
+            continue
         try:
-            load(path)
+            load(path, project)
         except ValidationFailed as exc:
             problems.extend(exc.problems)
         except BadInput as exc:

@@ -14,13 +14,16 @@ import re
 import shlex
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, Undefined, nodes
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateError, Undefined, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 #: the names a runbook template may use at top level
 CONTEXT_ROOTS = frozenset({"site", "params", "steps", "run"})
+#: template files (the ``template`` action) also see the step's ``vars``
+FILE_CONTEXT_ROOTS = CONTEXT_ROOTS | {"vars"}
 
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.DOTALL)
 
@@ -107,19 +110,75 @@ def evaluate(condition: str | bool, context: Mapping[str, Any]) -> bool:
 
 
 def parse_template(value: str, *, expression: bool = False) -> nodes.Template:
-    """Parse for static checks; raises jinja2.TemplateSyntaxError."""
+    """Parse (and compile, so an unknown filter is found too) for static checks.
+
+    Raises jinja2.TemplateSyntaxError.
+    """
     if expression:
         match = _SINGLE_EXPR.match(value)
         value = "{{ " + (match.group("expr") if match else value) + " }}"
-    return ENV.parse(value)
+    tree = ENV.parse(value)
+    ENV.compile(tree)
+    return tree
 
 
-def references(tree: nodes.Template) -> Iterator[tuple[str, str | None]]:
-    """Every (root name, first attribute) the template reads, e.g. ('params', 'url')."""
-    from jinja2 import meta
+# ------------------------------------------------------------ template files
 
+
+@lru_cache(maxsize=32)
+def file_env(root: str) -> ImmutableSandboxedEnvironment:
+    """The environment for template files under ``root`` (a project's templates/).
+
+    The same sandbox, strictness, filters, tests and globals as runbook values;
+    the loader refuses paths that leave ``root``.
+    """
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(root),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters.update(ENV.filters)
+    env.tests.update(ENV.tests)
+    env.globals.update(ENV.globals)
+    return env
+
+
+def file_template(root: Path, src: str) -> Template:
+    """The compiled template ``root/src``: what the template action renders.
+
+    Raises jinja2.TemplateNotFound, or TemplateSyntaxError (with ``lineno``).
+    """
+    return file_env(str(root)).get_template(src)
+
+
+def parse_file(root: Path, src: str) -> tuple[nodes.Template, Path]:
+    """``root/src`` compiled (as the action would) and parsed, for static checks: (tree, file)."""
+    env = file_env(str(root))
+    template = env.get_template(src)  # TemplateNotFound, TemplateSyntaxError
+    assert env.loader is not None
+    source, filename, _ = env.loader.get_source(env, src)
+    return env.parse(source, src, filename), Path(filename or template.filename or root / src)
+
+
+def referenced_files(tree: nodes.Template) -> list[tuple[str, int]]:
+    """(name, line) of every template ``tree`` includes, imports or extends by a literal name."""
+    found: list[tuple[str, int]] = []
+    for node in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        assert isinstance(node, nodes.Extends | nodes.Include | nodes.Import | nodes.FromImport)
+        target = node.template
+        candidates = target.items if isinstance(target, nodes.Tuple | nodes.List) else [target]
+        for item in candidates:
+            if isinstance(item, nodes.Const) and isinstance(item.value, str):
+                found.append((item.value, node.lineno))
+    return found
+
+
+def located_references(tree: nodes.Template) -> Iterator[tuple[str, str | None, int]]:
+    """Every (root name, first attribute, line) the template reads, e.g. ('params', 'url', 3)."""
     undeclared = meta.find_undeclared_variables(tree)
-    seen_roots: set[str] = set()
+    consumed: set[int] = set()
+    found: list[tuple[int, str, str | None]] = []
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
         assert isinstance(node, nodes.Getattr | nodes.Getitem)
         target = node.node
@@ -129,10 +188,23 @@ def references(tree: nodes.Template) -> Iterator[tuple[str, str | None]]:
                 attr = node.attr
             elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
                 attr = node.arg.value if isinstance(node.arg.value, str) else None
-            seen_roots.add(target.name)
-            yield target.name, attr
-    for name in undeclared - seen_roots:
-        yield name, None
+            consumed.add(id(target))
+            found.append((node.lineno, target.name, attr))
+    for name_node in tree.find_all(nodes.Name):
+        assert isinstance(name_node, nodes.Name)
+        if name_node.ctx == "load" and name_node.name in undeclared and id(name_node) not in consumed:
+            found.append((name_node.lineno, name_node.name, None))
+    for lineno, root, attr in sorted(found, key=lambda f: f[0]):
+        yield root, attr, lineno
+
+
+def references(tree: nodes.Template) -> Iterator[tuple[str, str | None]]:
+    """Every (root name, first attribute) the template reads, e.g. ('params', 'url'), once each."""
+    seen: set[tuple[str, str | None]] = set()
+    for root, attr, _ in located_references(tree):
+        if (root, attr) not in seen:
+            seen.add((root, attr))
+            yield root, attr
 
 
 @lru_cache(maxsize=4096)
@@ -154,11 +226,17 @@ def reads(value: Any, root: str) -> bool:
 __all__ = [
     "CONTEXT_ROOTS",
     "ENV",
+    "FILE_CONTEXT_ROOTS",
     "TemplateError",
     "evaluate",
+    "file_env",
+    "file_template",
     "has_template",
+    "located_references",
+    "parse_file",
     "parse_template",
     "reads",
+    "referenced_files",
     "references",
     "render",
 ]

@@ -13,12 +13,11 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError, TemplateNotFound
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import TemplateError, TemplateNotFound
 from pydantic import Field
 
+from .. import templating
 from ..errors import StepFailed
-from ..templating import ENV
 from .base import Action, ActionResult, Args, StepContext, tail
 
 
@@ -29,6 +28,11 @@ class TemplateArgs(Args):
     validate_cmd: str | None = Field(default=None, alias="validate")
     vars: dict[str, Any] = Field(default_factory=dict)
     backup: bool = True
+
+
+def templates_dir(project_dir: Path) -> Path:
+    """Where ``src`` is looked up: the project's templates/."""
+    return project_dir / "templates"
 
 
 def _sha(data: bytes | None) -> str | None:
@@ -48,16 +52,11 @@ class TemplateAction(Action):
     summary = "render templates/SRC with Jinja2, validate, upload atomically, keep the previous version"
 
     def render(self, ctx: StepContext, args: TemplateArgs) -> bytes:
-        root = ctx.project_dir / "templates"
-        env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(root)),
-            undefined=StrictUndefined,
-            keep_trailing_newline=True,
-            autoescape=False,
-        )
-        env.filters.update(ENV.filters)
+        # templating.file_template is also what `runbooks validate` checks, so a file that
+        # validates is found, parsed and sees the same names here
+        root = templates_dir(ctx.project_dir)
         try:
-            template = env.get_template(args.src)
+            template = templating.file_template(root, args.src)
             return template.render(**ctx.variables, vars=args.vars).encode()
         except TemplateNotFound as exc:
             raise StepFailed(f"template '{args.src}' not found under {root}") from exc

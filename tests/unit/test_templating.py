@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from jinja2 import TemplateError, UndefinedError
 from jinja2.exceptions import SecurityError
@@ -80,3 +82,38 @@ def test_redactor_masks_by_key_and_by_value() -> None:
 )
 def test_secret_key_names(key: str, secret: bool) -> None:
     assert is_secret_key(key) is secret
+
+
+def test_located_references_give_each_line() -> None:
+    from maintainer.templating import ENV, located_references, references
+
+    tree = ENV.parse(
+        "a\n{{ params.x }}\n{% for i in site.items %}{{ i }}{{ steps.s.outputs }}{% endfor %}\n{{ nope }}"
+    )
+    found = list(located_references(tree))
+    assert ("params", "x", 2) in found and ("steps", "s", 3) in found and ("nope", None, 4) in found
+    assert all(root != "i" for root, _, _ in found)
+    assert set(references(tree)) == {(r, a) for r, a, _ in found}
+
+
+def test_unknown_filter_is_a_static_error() -> None:
+    from jinja2 import TemplateSyntaxError
+
+    from maintainer.templating import parse_template
+
+    with pytest.raises(TemplateSyntaxError, match="no_such"):
+        parse_template("{{ params.x | no_such }}")
+
+
+def test_template_files_share_the_value_filters_and_stay_inside_their_root(tmp_path: Path) -> None:
+    from jinja2 import TemplateNotFound
+
+    from maintainer.templating import file_template, parse_file, referenced_files
+
+    (tmp_path / "t.j2").write_text("{{ site.docroot | quote }}\n{% include 'part.j2' %}\n")
+    (tmp_path / "part.j2").write_text("")
+    assert file_template(tmp_path, "t.j2").render(site={"docroot": "/a b"}).startswith("'/a b'")
+    tree, file = parse_file(tmp_path, "t.j2")
+    assert file == tmp_path / "t.j2" and referenced_files(tree) == [("part.j2", 2)]
+    with pytest.raises(TemplateNotFound):
+        parse_file(tmp_path / "sub", "../t.j2")
