@@ -195,6 +195,7 @@ def _resolve_sites(
         site_vars = _render_site(name, all_vars, magic, loader, secrets, redactor)
         for key in vault_file_keys & site_vars.keys():
             redactor.add(_leaves(site_vars[key]))
+            redactor.add_keys(_leaf_paths(site_vars[key], (key,)))
         redactor.collect(site_vars)
         site = Site(name=name, vars=site_vars, groups=list(site_vars.get("group_names", [])))
         _check_site(site)
@@ -453,12 +454,18 @@ def _origin_of(value: Any) -> tuple[str | None, int | None]:
 # --- vault ----------------------------------------------------------------
 
 
-def _vault_secrets(
-    password_file: str | Path | None, loader: Any, redactor: Redactor
-) -> list[tuple[str, Any]]:
-    """The vault secret from the first of: argument, env password files, env password, ansible.cfg."""
+@dataclass(frozen=True)
+class VaultSource:
+    """Where the vault password comes from: a file (or script) path, or the password itself."""
+
+    origin: str  # the option, env var or setting it came from, for messages
+    file: Path | None = None
+    password: str | None = None
+
+
+def vault_source(password_file: str | Path | None) -> VaultSource | None:
+    """The first of: argument, env password files, env password, ansible.cfg (one order for all)."""
     from ansible import constants as C
-    from ansible.parsing.vault import VaultSecret
 
     for candidate, origin in (
         (password_file, "--vault-password-file"),
@@ -466,15 +473,29 @@ def _vault_secrets(
         (os.environ.get("ANSIBLE_VAULT_PASSWORD_FILE"), "ANSIBLE_VAULT_PASSWORD_FILE"),
     ):
         if candidate:
-            return _vault_secret_file(Path(str(candidate)), origin, loader, redactor)
+            return VaultSource(origin, file=Path(str(candidate)).expanduser())
     password = os.environ.get("MAINTAINER_VAULT_PASSWORD")
     if password:
-        redactor.add([password])
-        return [("default", VaultSecret(password.encode()))]
+        return VaultSource("MAINTAINER_VAULT_PASSWORD", password=password)
     # vault_password_file in ansible.cfg: ansible-playbook would use it too
     if C.DEFAULT_VAULT_PASSWORD_FILE:
-        return _vault_secret_file(Path(C.DEFAULT_VAULT_PASSWORD_FILE), "ansible.cfg", loader, redactor)
-    return []
+        return VaultSource("ansible.cfg", file=Path(C.DEFAULT_VAULT_PASSWORD_FILE).expanduser())
+    return None
+
+
+def _vault_secrets(
+    password_file: str | Path | None, loader: Any, redactor: Redactor
+) -> list[tuple[str, Any]]:
+    from ansible.parsing.vault import VaultSecret
+
+    source = vault_source(password_file)
+    if source is None:
+        return []
+    if source.file is not None:
+        return _vault_secret_file(source.file, source.origin, loader, redactor)
+    assert source.password is not None
+    redactor.add([source.password])
+    return [("default", VaultSecret(source.password.encode()))]
 
 
 def _vault_secret_file(path: Path, origin: str, loader: Any, redactor: Redactor) -> list[tuple[str, Any]]:
@@ -577,6 +598,18 @@ def _leaves(value: Any) -> Iterator[str]:
         yield str(value)
 
 
+def _leaf_paths(value: Any, path: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+    """The key path of every leaf below ``value`` (list indexes included, as ints)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaf_paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _leaf_paths(item, (*path, index))
+    else:
+        yield path
+
+
 # --- resolving one site's vars ---------------------------------------------
 
 
@@ -633,6 +666,7 @@ def _decrypt(value: Any, path: tuple[Any, ...], site: str, secrets: list[Any], r
         except AnsibleError as exc:
             raise _vault_error(f"var '{key}' of site '{site}'", True, file=file, line=line, key=key) from exc
         redactor.add([plaintext])
+        redactor.add_keys([path])  # masked by key too, however short the value
         return plaintext  # untrusted plain str: ansible does not template vault values either
     if isinstance(value, Mapping):
         return {k: _decrypt(v, (*path, k), site, secrets, redactor) for k, v in value.items()}

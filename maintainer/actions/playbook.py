@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from ..errors import StepFailed
+from ..inventory import vault_source
 from .base import Action, ActionResult, Args, StepContext, tail
 
 
@@ -25,6 +26,24 @@ class PlaybookArgs(Args):
     extra_vars: dict[str, Any] = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
     check: bool = False
+
+
+def _vault_cmdline(password_file: str | Path | None, private_dir: Path) -> list[str]:
+    """ansible-playbook's vault option for the password maintainer itself used.
+
+    A password given only in MAINTAINER_VAULT_PASSWORD goes into a 0600 file in
+    the run's private directory (removed afterwards): never onto a command line.
+    """
+    source = vault_source(password_file)
+    if source is None:
+        return []
+    if source.file is None:
+        path = private_dir / "vault-password"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(source.password or "")
+        return ["--vault-password-file", str(path)]
+    return ["--vault-password-file", str(source.file.resolve())]
 
 
 def _count(stats: dict[str, Any], key: str, host: str) -> int:
@@ -63,9 +82,7 @@ class PlaybookAction(Action):
             "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_RETRY_FILES_ENABLED": "0",
         }
-        cmdline = []
-        if ctx.vault_password_file:
-            cmdline += ["--vault-password-file", str(Path(ctx.vault_password_file).resolve())]
+        cmdline = _vault_cmdline(ctx.vault_password_file, Path(data_dir))
         if args.check:
             cmdline.append("--check")
         extravars = {
