@@ -62,6 +62,11 @@ CSV_COLUMNS = (
     "hash",
 )
 
+#: every status an entry records: a run's (ok, failed, interrupted, refused) or a site's
+STATUSES = ("ok", "failed", "unreachable", "locked", "skipped", "interrupted", "refused")
+#: how a run was started, as recorded in ``trigger.kind``
+TRIGGER_KINDS = ("manual", "cron", "ci", "systemd", "script", "api")
+
 
 class ChangeLogError(MaintainerError):
     """The change log cannot be read or extended as it is."""
@@ -192,7 +197,10 @@ class ChangeLog:
         """(last seq, last hash, whether a newline must be written first), from the tail only."""
         raw, terminated = _read_last_line(fd)
         if not raw and terminated:
-            return 0, ZERO_HASH, False
+            if os.fstat(fd).st_size == 0:
+                return 0, ZERO_HASH, False
+            # an empty last line: chaining from zero would restart the log at seq 1
+            raise ChangeLogCorrupt(0, "the last line is empty; nothing can be chained to it", path=self.path)
         try:
             last = json.loads(raw)
         except ValueError:
@@ -210,6 +218,81 @@ class ChangeLog:
             raise ChangeLogCorrupt(0, "the last entry has no valid seq or hash", path=self.path)
         # a complete record whose newline alone was lost: terminate it rather than glue onto it
         return seq, digest, not terminated
+
+    def check_ready(self) -> None:
+        """Pre-flight before a run: raise BadInput unless an entry could be appended right now.
+
+        The directory must exist (it is created, as ``append`` would) and be writable, the log
+        (if any) writable, and its last entry must parse with its hash intact. A run calls this
+        before touching any site, so a broken log stops it with nothing changed instead of after
+        the fact; ``append`` can still fail at the end (disk full, a concurrent edit).
+        """
+        where = "set changelog in maintainer.toml to a file in a writable directory"
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+            lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        except OSError as exc:
+            raise BadInput(
+                f"the change log cannot be written: {exc.strerror or exc} ({self.lock_path.parent}). "
+                "Nothing was run.",
+                file=self.path,
+                key="changelog",
+                fix=f"{where}, or make that directory writable for this user.",
+            ) from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_SH)  # an append in flight finishes its line first
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+            except FileNotFoundError:
+                return  # the first run creates it; the directory took our lock file
+            except OSError as exc:
+                raise BadInput(
+                    f"the change log cannot be opened for appending: {exc.strerror or exc}. Nothing was run.",
+                    file=self.path,
+                    key="changelog",
+                    fix=f"{where}, or give this user write access to the file.",
+                ) from None
+            try:
+                self._check_tail(fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(lock_fd)
+
+    def _check_tail(self, fd: int) -> None:
+        verify_fix = (
+            "run 'maintainer log verify' to find the first bad entry; the log is evidence, so copy it "
+            "before repairing anything by hand."
+        )
+        try:
+            self._tail_state(fd)
+        except ChangeLogSchemaTooNew as exc:
+            raise BadInput(
+                f"the last entry uses change-log schema {exc.schema}, newer than this maintainer writes "
+                f"({SCHEMA_VERSION}). Nothing was run.",
+                file=self.path,
+                fix="upgrade maintainer on this controller.",
+            ) from None
+        except ChangeLogCorrupt as exc:
+            raise BadInput(
+                f"{exc.message}, so this run could not be recorded. Nothing was run.",
+                file=self.path,
+                fix=verify_fix,
+            ) from None
+        raw, _terminated = _read_last_line(fd)
+        if not raw:
+            return
+        record = _parse(raw)
+        problem = None if isinstance(record, str) else _entry_problem(raw, record)
+        if problem:
+            seq = record.get("seq") if isinstance(record, dict) else None
+            raise BadInput(
+                f"the last entry (seq {seq}) {problem}, so a new entry would chain onto a tampered one. "
+                "Nothing was run.",
+                file=self.path,
+                fix=verify_fix,
+            )
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -266,79 +349,12 @@ class ChangeLog:
                     key="expect_head",
                     fix="pass the 64-character head_hash printed by an earlier 'maintainer log verify'.",
                 )
-        count = 0
-        prev = ZERO_HASH
-        head: str | None = None
-        seen_expected = expect_head is None
-
-        def bad(position: int, reason: str) -> VerifyReport:
-            return VerifyReport(False, count, head, position, reason)
-
+        chain = _Chain(expect_head)
         for line_no, raw in self._raw_lines():
-            expected = count + 1
-            record = _parse(raw)
-            if isinstance(record, str):
-                return bad(line_no, f"line {line_no} {record}")
-            seq = record.get("seq")
-            position = seq if _is_int(seq) else line_no
-            name = f"entry {seq}" if _is_int(seq) else f"line {line_no}"
-            if _is_int(seq) and seq != line_no:
-                name += f" (line {line_no})"
-
-            # schema first: a future schema may hash differently, so do not call it "edited"
-            schema = record.get("schema")
-            if not _is_int(schema) or schema < 1:
-                return bad(position, f"{name} has no valid schema number (found {schema!r})")
-            if schema > SCHEMA_VERSION:
-                return bad(
-                    position,
-                    f"{name} uses change-log schema {schema}, newer than this maintainer understands "
-                    f"(up to {SCHEMA_VERSION}): upgrade maintainer to verify it",
-                )
-            claimed = record.get("hash")
-            if not isinstance(claimed, str) or not _HEX64.fullmatch(claimed):
-                return bad(position, f"{name} has no valid hash")
-            try:
-                canonical: bytes | None = canonical_bytes(record)
-            except (ValueError, TypeError):  # e.g. a lone surrogate escape that cannot be UTF-8
-                canonical = None
-            if canonical is None or hashlib.sha256(canonical).hexdigest() != claimed:
-                return bad(position, f"{name} was edited: its hash does not match its content")
-            # keeps us in step with the sha256sum recipe, which hashes the raw bytes
-            if raw != _line_for(canonical, claimed)[:-1]:
-                return bad(
-                    position,
-                    f"{name} was rewritten: its content matches its hash, but the line is not laid out "
-                    "as maintainer writes it (hash first, then canonical JSON)",
-                )
-            if not _is_int(seq):
-                return bad(line_no, f"line {line_no} has no valid seq")
-            if seq != expected:
-                return bad(
-                    expected,
-                    f"entry {expected} is missing or out of order: expected seq {expected}, found {seq}",
-                )
-            if record.get("prev_hash") != prev:
-                if seq == 1:
-                    return bad(1, "entry 1 does not start the chain (its prev_hash is not 64 zeros)")
-                return bad(
-                    seq,
-                    f"entry {seq} does not chain to entry {seq - 1} (prev_hash mismatch): entry {seq - 1} "
-                    "was rewritten with a recomputed hash, or entries were inserted or removed",
-                )
-            prev = head = claimed
-            count += 1
-            if claimed == expect_head:
-                seen_expected = True
-
-        if not seen_expected:
-            # we cannot tell a cut tail from a re-hashed last entry: point at the last one we have
-            return bad(
-                max(count, 1),
-                f"head hash differs from the expected one: {expect_head} is not the hash of any entry, "
-                "so entries were removed from the end or the last entry was rewritten",
-            )
-        return VerifyReport(True, count, head, None, None)
+            chain.feed(line_no, raw, _parse(raw))
+            if chain.problem is not None:
+                break
+        return chain.report()
 
     def query(
         self,
@@ -348,28 +364,217 @@ class ChangeLog:
         since: datetime | None = None,
         status: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Entries matching every given filter; ``site`` and ``runbook`` may be glob patterns."""
+        """Entries matching every given filter; ``site`` and ``runbook`` may be glob patterns.
+
+        ``runbook`` may carry a version: ``name@1.1.0`` exactly, ``name@1`` or ``name@1.1`` as a
+        prefix, like runbook refs. With ``site``, ``status`` is matched against the run's status
+        and the statuses of the matching sites only. A line that is not a record raises
+        ChangeLogCorrupt; ``query_checked`` reads on and reports instead.
+        """
+        match = _Filter(site, runbook, since, status)
+        return [entry for entry in self.entries() if match(entry)]
+
+    def query_checked(
+        self,
+        *,
+        site: str | None = None,
+        runbook: str | None = None,
+        since: datetime | None = None,
+        status: str | None = None,
+    ) -> tuple[list[dict[str, Any]], VerifyReport]:
+        """Like ``query``, verifying the hash chain in the same pass.
+
+        Unreadable lines are skipped (the report names the first problem), so a damaged log can
+        still be shown; the report is ``verify()``'s for the whole log.
+        """
+        match = _Filter(site, runbook, since, status)
+        chain = _Chain(None)
+        found = []
+        for line_no, raw in self._raw_lines():
+            record = _parse(raw)
+            if chain.problem is None:
+                chain.feed(line_no, raw, record)
+            if isinstance(record, dict) and match(record):
+                found.append(record)
+        return found, chain.report()
+
+
+class _Chain:
+    """The hash-chain check of ``verify``, one line at a time; ``problem`` is set at the first fault."""
+
+    def __init__(self, expect_head: str | None) -> None:
+        self.expect_head = expect_head
+        self.seen_expected = expect_head is None
+        self.count = 0
+        self.prev = ZERO_HASH
+        self.head: str | None = None
+        self.problem: tuple[int, str] | None = None
+
+    def feed(self, line_no: int, raw: bytes, record: dict[str, Any] | str) -> None:
+        if self.problem is None:
+            self.problem = self._check(line_no, raw, record)
+
+    def _check(self, line_no: int, raw: bytes, record: dict[str, Any] | str) -> tuple[int, str] | None:
+        expected = self.count + 1
+        if isinstance(record, str):
+            return line_no, f"line {line_no} {record}"
+        seq = record.get("seq")
+        position = seq if _is_int(seq) else line_no
+        name = f"entry {seq}" if _is_int(seq) else f"line {line_no}"
+        if _is_int(seq) and seq != line_no:
+            name += f" (line {line_no})"
+        problem = _entry_problem(raw, record)
+        if problem:
+            return position, f"{name} {problem}"
+        if not _is_int(seq):
+            return line_no, f"line {line_no} has no valid seq"
+        if seq != expected:
+            return (
+                expected,
+                f"entry {expected} is missing or out of order: expected seq {expected}, found {seq}",
+            )
+        if record.get("prev_hash") != self.prev:
+            if seq == 1:
+                return 1, "entry 1 does not start the chain (its prev_hash is not 64 zeros)"
+            return (
+                seq,
+                f"entry {seq} does not chain to entry {seq - 1} (prev_hash mismatch): entry {seq - 1} "
+                "was rewritten with a recomputed hash, or entries were inserted or removed",
+            )
+        claimed = record["hash"]
+        self.prev = self.head = claimed
+        self.count += 1
+        if claimed == self.expect_head:
+            self.seen_expected = True
+        return None
+
+    def report(self) -> VerifyReport:
+        if self.problem is not None:
+            return VerifyReport(False, self.count, self.head, *self.problem)
+        if not self.seen_expected:
+            # we cannot tell a cut tail from a re-hashed last entry: point at the last one we have
+            return VerifyReport(
+                False,
+                self.count,
+                self.head,
+                max(self.count, 1),
+                f"head hash differs from the expected one: {self.expect_head} is not the hash of any "
+                "entry, so entries were removed from the end or the last entry was rewritten",
+            )
+        return VerifyReport(True, self.count, self.head, None, None)
+
+
+def _entry_problem(raw: bytes, record: Mapping[str, Any]) -> str | None:
+    """What is wrong with one record on its own (schema, hash, layout), to follow its name."""
+    # schema first: a future schema may hash differently, so do not call it "edited"
+    schema = record.get("schema")
+    if not _is_int(schema) or schema < 1:
+        return f"has no valid schema number (found {schema!r})"
+    if schema > SCHEMA_VERSION:
+        return (
+            f"uses change-log schema {schema}, newer than this maintainer understands "
+            f"(up to {SCHEMA_VERSION}): upgrade maintainer to verify it"
+        )
+    claimed = record.get("hash")
+    if not isinstance(claimed, str) or not _HEX64.fullmatch(claimed):
+        return "has no valid hash"
+    try:
+        canonical: bytes | None = canonical_bytes(record)
+    except (ValueError, TypeError):  # e.g. a lone surrogate escape that cannot be UTF-8
+        canonical = None
+    if canonical is None or hashlib.sha256(canonical).hexdigest() != claimed:
+        return "was edited: its hash does not match its content"
+    # keeps us in step with the sha256sum recipe, which hashes the raw bytes
+    if raw != _line_for(canonical, claimed)[:-1]:
+        return (
+            "was rewritten: its content matches its hash, but the line is not laid out "
+            "as maintainer writes it (hash first, then canonical JSON)"
+        )
+    return None
+
+
+class _Filter:
+    """The ``query`` filters as one predicate over an entry."""
+
+    def __init__(
+        self, site: str | None, runbook: str | None, since: datetime | None, status: str | None
+    ) -> None:
         if since is not None and since.tzinfo is None:
             since = since.replace(tzinfo=UTC)
-        found = []
-        for entry in self.entries():
-            sites = _site_items(entry)
-            if site is not None and not any(fnmatch.fnmatchcase(name, site) for name, _ in sites):
-                continue
-            if runbook is not None and not fnmatch.fnmatchcase(_runbook_field(entry, "name"), runbook):
-                continue
-            if since is not None:
-                started = _parse_time(entry.get("started"))
-                if started is None or started < since:
-                    continue
-            if (
-                status is not None
-                and entry.get("status") != status
-                and not any(info.get("status") == status for _, info in sites)
-            ):
-                continue
-            found.append(entry)
-        return found
+        self.site, self.since, self.status = site, since, status
+        self.runbook: str | None = None
+        self.version: tuple[int, ...] | None = None
+        if runbook is not None:
+            self.runbook, self.version = parse_runbook_filter(runbook)
+
+    def __call__(self, entry: Mapping[str, Any]) -> bool:
+        sites = _site_items(entry)
+        if self.site is not None:
+            sites = [(name, info) for name, info in sites if fnmatch.fnmatchcase(name, self.site)]
+            if not sites:
+                return False
+        if self.runbook is not None and not fnmatch.fnmatchcase(_runbook_field(entry, "name"), self.runbook):
+            return False
+        if self.version is not None and not _version_matches(_runbook_field(entry, "version"), self.version):
+            return False
+        if self.since is not None:
+            started = _parse_time(entry.get("started"))
+            if started is None or started < self.since:
+                return False
+        return (
+            self.status is None
+            or entry.get("status") == self.status
+            or any(info.get("status") == self.status for _, info in sites)
+        )
+
+
+def parse_runbook_filter(text: str) -> tuple[str, tuple[int, ...] | None]:
+    """``name`` (a glob) and the version prefix of ``name@1``, ``name@1.1``, ``name@1.1.0``."""
+    name, sep, wanted = text.partition("@")
+    if not sep:
+        return name, None
+    try:
+        prefix = tuple(int(part) for part in wanted.split("."))
+        if not 1 <= len(prefix) <= 3 or not name:
+            raise ValueError
+    except ValueError:
+        raise BadInput(
+            f"{text!r} is not a runbook filter.",
+            key="--runbook",
+            fix="write NAME (a glob such as 'cms-*'), NAME@MAJOR, NAME@MAJOR.MINOR "
+            "or NAME@MAJOR.MINOR.PATCH.",
+        ) from None
+    return name, prefix
+
+
+def _version_matches(version: str, prefix: tuple[int, ...]) -> bool:
+    try:
+        parts = tuple(int(part) for part in version.split("+")[0].split("-")[0].split("."))
+    except ValueError:
+        return False
+    return parts[: len(prefix)] == prefix
+
+
+def only_sites(entry: Mapping[str, Any], pattern: str | None) -> dict[str, Any]:
+    """A copy of ``entry`` whose ``sites`` keeps only the sites matching ``pattern`` (all if None).
+
+    For display only: the copy no longer matches its ``hash``.
+    """
+    copy = dict(entry)
+    if pattern is None:
+        return copy
+    sites = entry.get("sites")
+    if isinstance(sites, Mapping):
+        copy["sites"] = {
+            name: info for name, info in sites.items() if fnmatch.fnmatchcase(str(name), pattern)
+        }
+    elif isinstance(sites, list):
+        copy["sites"] = [
+            item
+            for item in sites
+            if fnmatch.fnmatchcase(str(item.get("name") if isinstance(item, Mapping) else item), pattern)
+        ]
+    return copy
 
 
 def _parse(raw: bytes) -> dict[str, Any] | str:
@@ -490,8 +695,11 @@ def _cell(value: object) -> str:
     return text
 
 
-def to_csv(entries: Iterable[Mapping[str, Any]], fh: TextIO) -> None:
-    """One row per (entry, site); an entry without sites still gets one row. Open ``fh`` with newline=''."""
+def to_csv(entries: Iterable[Mapping[str, Any]], fh: TextIO, *, site: str | None = None) -> None:
+    """One row per (entry, site); an entry without sites still gets one row. Open ``fh`` with newline=''.
+
+    With ``site`` (a glob), only the rows of matching sites.
+    """
     writer = csv.writer(fh)
     writer.writerow(CSV_COLUMNS)
     for entry in entries:
@@ -509,7 +717,10 @@ def to_csv(entries: Iterable[Mapping[str, Any]], fh: TextIO) -> None:
             "run_status": entry.get("status"),
             "hash": entry.get("hash"),
         }
-        sites = _site_items(entry) or [("", {})]
+        sites = _site_items(entry)
+        if site is not None:
+            sites = [(name, info) for name, info in sites if fnmatch.fnmatchcase(name, site)]
+        sites = sites or [("", {})]
         for name, info in sites:
             row = {**common, "site": name, "site_status": info.get("status")}
             writer.writerow([_cell(row[column]) for column in CSV_COLUMNS])

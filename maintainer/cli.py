@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
+from .changelog import STATUSES, TRIGGER_KINDS
 from .errors import REPORT_URL, BadInput, ExitCode, MaintainerError
 
 OUTPUT = click.option(
@@ -46,12 +49,57 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def _pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Like click.pass_obj, but the project directory must exist (else exit 2), for every command."""
+
+    @click.pass_obj
+    def wrapper(project: Path, *args: Any, **kwargs: Any) -> Any:
+        from .project import project_dir
+
+        return func(project_dir(project), *args, **kwargs)
+
+    return functools.update_wrapper(wrapper, func)
+
+
+def _wants_json(group: click.Group, args: list[str]) -> bool:
+    """Whether the command line asks for --output json, read the way Click itself parses it.
+
+    Every spelling (--output json, --output=json, -o json, -ojson) counts, and "json" as the value
+    of another option does not. Errors are tolerated (resilient parsing), so this also works for
+    the command lines whose errors we are about to report.
+    """
+
+    def unparsed(ctx: click.Context) -> list[str]:
+        # Click < 8.2 keeps the subcommand in protected_args; later versions warn on that name
+        protected = getattr(ctx, "_protected_args", None)
+        return [*(ctx.protected_args if protected is None else protected), *ctx.args]
+
+    try:
+        ctx = group.make_context(
+            "maintainer", list(args), resilient_parsing=True, ignore_unknown_options=True
+        )
+        rest = unparsed(ctx)
+        command: click.Command = group
+        while isinstance(command, click.Group) and rest:
+            name, sub, rest = command.resolve_command(ctx, rest)
+            if sub is None or name is None:
+                return False
+            ctx = sub.make_context(
+                name, rest, parent=ctx, resilient_parsing=True, ignore_unknown_options=True
+            )
+            command, rest = sub, unparsed(ctx)
+        return ctx.params.get("output") == "json"
+    except Exception:  # an unparseable command line: a text error, as without -o json
+        return False
+
+
 class _Group(click.Group):
     """Maps every error to its exit code in one place."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
-        json_out = "json" in sys.argv and ("--output" in sys.argv or "-o" in sys.argv)
+        argv = kwargs.get("args", args[0] if args else None)
+        json_out = _wants_json(self, list(sys.argv[1:] if argv is None else argv))
         try:
             code = super().main(*args, **kwargs)
             sys.exit(int(code or 0))
@@ -68,7 +116,7 @@ class _Group(click.Group):
         except MaintainerError as exc:
             click.secho(f"error: {exc}", err=True, fg="red")
             if json_out:
-                _emit_json({"error": str(exc), "exit_code": int(exc.exit_code)})
+                _emit_json({"error": str(exc), "exit_code": int(exc.exit_code), **exc.details()})
             sys.exit(exc.exit_code)
         except Exception as exc:
             traceback.print_exc()
@@ -102,16 +150,6 @@ def cli(ctx: click.Context, project: str) -> None:
     ctx.obj = Path(project)
 
 
-def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise BadInput(f"-p '{item}' is not key=value.", key=item, fix="write -p name=value.")
-        params[key.strip()] = value
-    return params
-
-
 @cli.command()
 @click.argument("runbook")
 @INVENTORY
@@ -131,11 +169,15 @@ def _parse_params(values: tuple[str, ...]) -> dict[str, str]:
     metavar="SECONDS",
     help="Wait this long for a site lock held by another run instead of failing with exit 3.",
 )
-@click.option("--trigger", type=click.Choice(["manual", "cron", "ci"]), help="Override the detected trigger.")
+@click.option(
+    "--trigger",
+    type=click.Choice(TRIGGER_KINDS),
+    help="How this run was started (else MAINTAINER_TRIGGER, else detected); recorded in the change log.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="After the summary, show each step's output.")
 @VAULT
 @OUTPUT
-@click.pass_obj
+@_pass_project
 def run(
     project: Path,
     runbook: str,
@@ -154,13 +196,14 @@ def run(
     """Run RUNBOOK (name, name@MAJOR or name@X.Y.Z) against the inventory's sites."""
     from . import engine
     from . import output as out
+    from . import runbook as rb
 
     options = engine.RunOptions(
         runbook=runbook,
         inventory=list(inventory),
         project=project,
         limit=limit,
-        params=_parse_params(params),
+        params=rb.parse_param_args(params),
         dry_run=dry_run,
         concurrency=concurrency,
         ticket=ticket,
@@ -168,7 +211,7 @@ def run(
         vault_password_file=vault_password_file,
         trigger=trigger,
     )
-    console = out.stderr_console()
+    console = out.make_console(stderr=True)
     cancel = threading.Event()
     _install_signal_handlers(cancel, console)
     live = console.is_terminal and output == "text"
@@ -178,7 +221,7 @@ def run(
         if output == "json":
             _emit_json({"dry_run": True, **result.plan.record()})
         else:
-            out.print_plan(result.plan, out.Console(highlight=False))
+            out.print_plan(result.plan, out.make_console())
         return ExitCode.OK
 
     if live:
@@ -220,7 +263,7 @@ def runbooks() -> None:
 
 @runbooks.command("list")
 @OUTPUT
-@click.pass_obj
+@_pass_project
 def runbooks_list(project: Path, output: str) -> None:
     """Every runbook with its versions, newest first."""
     from . import runbook as rb
@@ -238,12 +281,14 @@ def runbooks_list(project: Path, output: str) -> None:
         except BadInput:
             description = "(invalid: see 'maintainer runbooks validate')"
         click.echo(f"{name:<18} {', '.join(versions):<20} {description}")
+    for problem in rb.layout_problems(project):  # misnamed files are not read: say so
+        click.echo(f"warning: {problem}", err=True)
 
 
 @runbooks.command("show")
 @click.argument("ref")
 @OUTPUT
-@click.pass_obj
+@_pass_project
 def runbooks_show(project: Path, ref: str, output: str) -> None:
     """Print one runbook (NAME, NAME@MAJOR, NAME@X.Y.Z) with its digest."""
     from . import runbook as rb
@@ -265,7 +310,7 @@ def runbooks_show(project: Path, ref: str, output: str) -> None:
 @runbooks.command("validate")
 @click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
 @OUTPUT
-@click.pass_obj
+@_pass_project
 def runbooks_validate(project: Path, path: Path | None, output: str) -> int:
     """Validate every runbook (or PATH); each problem is reported with file:line."""
     from . import runbook as rb
@@ -301,7 +346,7 @@ def inventory() -> None:
 @LIMIT
 @VAULT
 @OUTPUT
-@click.pass_obj
+@_pass_project
 def inventory_list(
     project: Path, inventory: tuple[str, ...], limit: str | None, vault_password_file: str | None, output: str
 ) -> None:
@@ -343,28 +388,45 @@ def _changelog(project: Path) -> Any:
 
 
 @log_group.command("show")
-@click.option("--site", help="Only runs that touched this site (glob).")
-@click.option("--runbook", help="Only runs of this runbook.")
+@click.option("--site", help="Only runs that touched this site (glob), and only its rows.")
+@click.option("--runbook", help="Only runs of this runbook: NAME (glob), NAME@1, NAME@1.1 or NAME@1.1.0.")
 @click.option("--since", help="ISO date/time or a relative age like 7d, 12h.")
-@click.option("--status", help="Run or site status, e.g. failed.")
+@click.option("--status", type=click.Choice(STATUSES), help="Run or site status.")
 @click.option("--output", "-o", type=click.Choice(["text", "json", "csv"]), default="text", show_default=True)
-@click.pass_obj
+@_pass_project
 def log_show(
     project: Path, site: str | None, runbook: str | None, since: str | None, status: str | None, output: str
 ) -> None:
-    """Runs in the change log, filtered."""
+    """Runs in the change log, filtered; warns on stderr when the hash chain is broken."""
     from . import changelog
     from . import output as out
 
-    entries = _changelog(project).query(
+    entries, report = _changelog(project).query_checked(
         site=site, runbook=runbook, since=changelog.parse_since(since) if since else None, status=status
     )
     if output == "json":
+        # Whole entries, exactly as recorded: an auditor re-computes each entry's hash from this
+        # output, and an entry with its other sites cut away would look tampered with. The site
+        # filter selects runs here; csv and text show only the matching sites' rows.
+        if site is not None:
+            click.echo(
+                f"note: --site {site} selects runs; JSON entries are complete (other sites of those runs "
+                "included) so their hashes can be checked. Use -o csv for the site's rows only.",
+                err=True,
+            )
         _emit_json(entries)
     elif output == "csv":
-        changelog.to_csv(entries, sys.stdout)
+        changelog.to_csv(entries, sys.stdout, site=site)
     else:
-        out.print_log(entries, out.Console(highlight=False))
+        out.print_log([changelog.only_sites(e, site) for e in entries], out.make_console())
+    if not report.ok:
+        click.secho(
+            f"warning: the change log's hash chain is broken at entry {report.first_bad_seq}: "
+            f"{report.reason}. What is shown may have been altered; "
+            "run 'maintainer log verify' for the full report.",
+            err=True,
+            fg="yellow",
+        )
 
 
 @log_group.command("verify")
@@ -372,7 +434,7 @@ def log_show(
     "--expect-head", metavar="HASH", help="The head hash recorded elsewhere: also detects truncation."
 )
 @OUTPUT
-@click.pass_obj
+@_pass_project
 def log_verify(project: Path, expect_head: str | None, output: str) -> int:
     """Prove that no entry was edited, removed, inserted or reordered (exit 0), else exit 1."""
     report = _changelog(project).verify(expect_head=expect_head)

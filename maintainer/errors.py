@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -24,6 +25,10 @@ class MaintainerError(Exception):
     """Root of every error raised on purpose."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+
+    def details(self) -> dict[str, Any]:
+        """Extra fields for the ``--output json`` error document."""
+        return {}
 
 
 class BadInput(MaintainerError):
@@ -128,6 +133,14 @@ class RecordFailed(MaintainerError):
     """The run happened but its change-log entry could not be appended."""
 
     exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str, entry: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+    def details(self) -> dict[str, Any]:
+        # cron and CI still learn what each site did, even though the log refused it
+        return {"unrecorded_run": self.entry}
 
 
 REPORT_URL = "https://github.com/maintainer-dev/maintainer/issues"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -40,7 +41,14 @@ def project(tmp_path: Path) -> Path:
     )
 
 
-NOT_CI = {"CI": "", "GITHUB_ACTIONS": "", "CI_JOB_URL": "", "BUILD_URL": "", "MAINTAINER_TRIGGER": ""}
+NOT_CI = {
+    "CI": "",
+    "GITHUB_ACTIONS": "",
+    "CI_JOB_URL": "",
+    "BUILD_URL": "",
+    "MAINTAINER_TRIGGER": "",
+    "INVOCATION_ID": "",
+}
 
 
 def test_exit_0_and_plain_progress_without_a_terminal(project: Path) -> None:
@@ -49,7 +57,8 @@ def test_exit_0_and_plain_progress_without_a_terminal(project: Path) -> None:
     assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ web1: say ok", result.stderr, re.M)
     assert "pa55-w0rd-xyz" not in result.stdout + result.stderr
     entry = read_log(project)[-1]
-    assert entry["trigger"] == {"kind": "cron", "ci_job_url": None}
+    # no terminal is not cron: a subprocess of pytest is a script (see test_trigger.py)
+    assert entry["trigger"] == {"kind": "script", "ci_job_url": None}
     assert entry["operator"] == "tester" and entry["ticket"] == "OPS-9"
 
 
@@ -272,5 +281,84 @@ def test_the_readme_runbook_example_is_valid(tmp_path: Path) -> None:
     path = tmp_path / "runbooks" / "nginx-tune" / "1.2.0.yml"
     path.parent.mkdir(parents=True)
     path.write_text(example.group(1))
+    shutil.copytree(REPO / "templates", tmp_path / "templates")  # the example renders a shipped template
     result = cli(tmp_path, "runbooks", "validate")
     assert result.returncode == 0, result.stderr
+
+
+# -- JSON errors follow the real --output value ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling", [["--output", "json"], ["--output=json"], ["-o", "json"], ["-ojson"]], ids=" ".join
+)
+def test_json_error_document_for_every_spelling_of_output_json(project: Path, spelling: list[str]) -> None:
+    result = cli(project, "run", "nosuch", *spelling)
+    assert result.returncode == 2
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2 and "no runbook named 'nosuch'" in error["error"]
+    # a usage error (Click's own) gets its document too
+    result = cli(project, "run", "hello", "--bogus-flag", *spelling)
+    assert result.returncode == 2 and json.loads(result.stdout)["exit_code"] == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["log", "show", "-o", "csv", "--runbook", "json", "--since", "bad"],
+        ["run", "nosuch", "--ticket", "json", "-o", "text"],
+        ["run", "nosuch", "--ticket", "-o", "--limit", "json"],  # -o is the ticket's value here
+    ],
+)
+def test_json_as_the_value_of_another_option_gives_no_json_error(project: Path, args: list[str]) -> None:
+    result = cli(project, *args)
+    assert result.returncode == 2
+    assert result.stdout == "" and "error" in result.stderr
+
+
+# -- the project directory --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["runbooks", "list"],
+        ["runbooks", "show", "hello"],
+        ["runbooks", "validate"],
+        ["inventory", "list"],
+        ["log", "show"],
+        ["log", "verify"],
+        ["run", "hello"],
+    ],
+    ids=" ".join,
+)
+def test_a_missing_project_directory_is_bad_input_for_every_command(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "nonexistent"
+    result = cli(missing, *command, "-o", "json")
+    assert result.returncode == 2, result.stdout + result.stderr
+    error = json.loads(result.stdout)
+    assert error["exit_code"] == 2 and str(missing) in error["error"] and "--project" in error["error"]
+    assert not missing.exists()
+    text = cli(missing, *command)
+    assert text.returncode == 2 and "project directory does not exist" in text.stderr
+
+
+def test_help_still_works_with_a_missing_project_directory(tmp_path: Path) -> None:
+    result = cli(tmp_path / "nonexistent", "run", "--help")
+    assert result.returncode == 0 and "RUNBOOK" in result.stdout
+
+
+def test_without_a_terminal_nothing_is_wrapped(tmp_path: Path) -> None:
+    command = "echo " + " ".join(f"word{i}" for i in range(40)) + " && exit 0"  # ~280 characters
+    runbook = (
+        f"name: long\nversion: 1.0.0\nsteps:\n  - {{id: say, uses: shell, with: {{command: '{command}'}}}}\n"
+    )
+    project = make_project(tmp_path, {"long@1.0.0": runbook}, {"web1": local_site(tmp_path)})
+    plan = cli(project, "run", "long", "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert any(command in line for line in plan.stdout.splitlines()), plan.stdout
+    assert cli(project, "run", "long").returncode == 0
+    shown = cli(project, "log", "show")
+    assert any("long@1.0.0" in line for line in shown.stdout.splitlines()), shown.stdout

@@ -26,6 +26,8 @@ from maintainer.changelog import (
     ChangeLog,
     ChangeLogCorrupt,
     ChangeLogSchemaTooNew,
+    only_sites,
+    parse_runbook_filter,
     parse_since,
     to_csv,
 )
@@ -522,7 +524,10 @@ def test_query_by_runbook_since_and_status(mixed: ChangeLog) -> None:
     assert run_ids(mixed.query(since=datetime(2024, 5, 20, 10, 30))) == []  # naive = UTC; run-3 is 10:00Z
     assert run_ids(mixed.query(status="failed")) == ["run-2", "run-3"]
     assert run_ids(mixed.query(status="unreachable")) == ["run-3"]  # a site status counts too
-    assert run_ids(mixed.query(site="shop2", status="ok")) == ["run-1", "run-3"]
+    # with a site, a site status counts only for that site: shop2 was unreachable in run-3 (blog was ok)
+    assert run_ids(mixed.query(site="shop2", status="ok")) == ["run-1"]
+    assert run_ids(mixed.query(site="shop2", status="unreachable")) == ["run-3"]
+    assert run_ids(mixed.query(site="blog", status="unreachable")) == []
     assert run_ids(mixed.query(site="blog", runbook="cms-update", status="failed")) == ["run-3"]
 
 
@@ -688,3 +693,130 @@ def test_append_is_fast_enough_for_one_entry_per_run(tmp_path: Path) -> None:
     for n in range(50):
         log.append(make_entry(n))
     assert time.perf_counter() - started < 10  # fsync-bound; generous for slow CI disks
+
+
+# -- pre-flight: check_ready -------------------------------------------------------------------
+
+
+def test_check_ready_accepts_a_good_empty_or_missing_log(tmp_path: Path) -> None:
+    filled(tmp_path, 3).check_ready()
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    ChangeLog(tmp_path / "empty.jsonl").check_ready()
+    fresh = ChangeLog(tmp_path / "new" / "dir" / "log.jsonl")
+    fresh.check_ready()  # creates the directory, as the first append would
+    assert fresh.path.parent.is_dir() and not fresh.path.exists()
+    assert fresh.append(make_entry(1))["seq"] == 1
+
+
+def test_check_ready_accepts_a_last_line_that_only_lost_its_newline(tmp_path: Path) -> None:
+    log = filled(tmp_path, 2)
+    log.path.write_bytes(log.path.read_bytes().rstrip(b"\n"))
+    log.check_ready()
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda raw: [*raw, b'{"hash":"abc","seq":3,"prev'], "incomplete"),
+        (lambda raw: [*raw, b"garbage\n"], "not valid JSON"),
+        (lambda raw: [*raw, b"\n"], "last line is empty"),
+        (lambda raw: [*raw[:-1], raw[-1].replace(b'"status":"ok"', b'"status":"failed"')], "was edited"),
+        (lambda raw: [*raw[:-1], json.dumps(json.loads(raw[-1])).encode() + b"\n"], "was rewritten"),
+    ],
+    ids=["torn", "garbage", "empty-line", "edited", "relaid"],
+)
+def test_check_ready_refuses_a_damaged_tail_as_bad_input(tmp_path: Path, damage: Any, needle: str) -> None:
+    log = filled(tmp_path, 2)
+    write_lines(log, damage(lines(log)))
+    before = log.path.read_bytes()
+    with pytest.raises(BadInput, match=needle) as exc:
+        log.check_ready()
+    assert exc.value.exit_code == ExitCode.BAD_INPUT
+    assert exc.value.file == str(log.path)
+    assert exc.value.fix and "maintainer log verify" in exc.value.fix
+    assert log.path.read_bytes() == before  # a check changes nothing
+
+
+def test_append_refuses_to_restart_the_chain_after_an_empty_last_line(tmp_path: Path) -> None:
+    log = filled(tmp_path, 2)
+    write_lines(log, [*lines(log), b"\n"])
+    with pytest.raises(ChangeLogCorrupt, match="empty"):
+        log.append(make_entry(3))  # before: it was written as seq 1 with a zero prev_hash
+
+
+def test_check_ready_refuses_a_newer_schema_with_the_upgrade_fix(tmp_path: Path) -> None:
+    log = filled(tmp_path, 1)
+    raw = lines(log)
+    raw.append(forge(edit(raw[0], schema=2, seq=2, prev_hash=json.loads(raw[0])["hash"])))
+    write_lines(log, raw)
+    with pytest.raises(BadInput, match="schema 2") as exc:
+        log.check_ready()
+    assert exc.value.fix and "upgrade" in exc.value.fix
+
+
+@pytest.mark.parametrize("where", ["/proc/nope/x.jsonl", "a-file/x.jsonl", "a-dir"])
+def test_check_ready_refuses_a_path_that_cannot_be_written(tmp_path: Path, where: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-dir").mkdir()
+    log = ChangeLog(tmp_path / where)
+    with pytest.raises(BadInput) as exc:
+        log.check_ready()
+    assert exc.value.file == str(log.path) and exc.value.key == "changelog"
+    assert exc.value.fix and "maintainer.toml" in exc.value.fix
+
+
+# -- query: versions, site rows, checked reading ------------------------------------------------
+
+
+def test_query_by_runbook_version_like_runbook_refs(tmp_path: Path) -> None:
+    log = ChangeLog(tmp_path / "c.jsonl")
+    for n, version in enumerate(["1.0.0", "1.1.0", "1.10.2", "2.0.0"], 1):
+        entry = make_entry(n, runbook="site-health")
+        entry["runbook"]["version"] = version
+        log.append(entry)
+    assert run_ids(log.query(runbook="site-health@1.1.0")) == ["run-2"]
+    assert run_ids(log.query(runbook="site-health@1.1")) == ["run-2"]  # not 1.10.2
+    assert run_ids(log.query(runbook="site-health@1")) == ["run-1", "run-2", "run-3"]
+    assert run_ids(log.query(runbook="site-*@2")) == ["run-4"]
+    assert log.query(runbook="site-health@3") == []
+    assert log.query(runbook="other@1") == []
+
+
+@pytest.mark.parametrize("text", ["x@", "x@1.x", "x@1.2.3.4", "@1", "x@latest"])
+def test_parse_runbook_filter_rejects_what_is_no_version(text: str) -> None:
+    with pytest.raises(BadInput) as exc:
+        parse_runbook_filter(text)
+    assert exc.value.key == "--runbook" and exc.value.fix and "NAME@MAJOR" in exc.value.fix
+
+
+def test_only_sites_keeps_the_matching_sites(mixed: ChangeLog) -> None:
+    run3 = mixed.query(site="shop2")[1]
+    assert list(only_sites(run3, "shop2")["sites"]) == ["shop2"]
+    assert list(run3["sites"]) == ["blog", "shop2"]  # the record itself is left whole
+    assert only_sites(run3, None) == run3
+    old = mixed.query(runbook="legacy")[0]
+    assert only_sites(old, "shop*")["sites"] == ["shop1"] and only_sites(old, "blog")["sites"] == []
+
+
+def test_to_csv_with_a_site_has_only_that_sites_rows(mixed: ChangeLog) -> None:
+    buf = io.StringIO(newline="")
+    to_csv(mixed.query(site="shop2"), buf, site="shop2")
+    rows = list(csv.DictReader(io.StringIO(buf.getvalue(), newline="")))
+    assert [(r["seq"], r["site"], r["site_status"]) for r in rows] == [
+        ("1", "shop2", "ok"),
+        ("3", "shop2", "unreachable"),
+    ]
+
+
+def test_query_checked_reports_tampering_and_reads_past_garbage(tmp_path: Path) -> None:
+    log = filled(tmp_path, 4)
+    entries, report = log.query_checked()
+    assert report.ok and [e["seq"] for e in entries] == [1, 2, 3, 4]
+    raw = lines(log)
+    raw[1] = raw[1].replace(b'"ticket":"OPS-2"', b'"ticket":"OPS-X"')
+    raw.insert(3, b"garbage\n")
+    write_lines(log, raw)
+    entries, report = log.query_checked(site="shop1")
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4]  # shown anyway, with a report
+    assert (report.ok, report.first_bad_seq) == (False, 2) and "edited" in (report.reason or "")
+    assert report == log.verify()
