@@ -278,8 +278,39 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
+_CRON_NAMES = frozenset({"cron", "crond", "anacron", "fcron"})
+
+
+def _cron_ancestor(levels: int = 8) -> bool:
+    """True when a parent, grandparent, ... (up to ``levels``) is a cron daemon (Linux /proc)."""
+    pid = os.getppid()
+    for _ in range(levels):
+        if pid <= 1:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        if comm.lower() in _CRON_NAMES:
+            return True
+        try:
+            pid = int(stat[stat.rfind(")") + 1 :].split()[1])
+        except (IndexError, ValueError):
+            return False
+    return False
+
+
 def detect_trigger(explicit: str | None = None) -> dict[str, Any]:
-    """manual (a terminal), ci (with the job URL when the CI says it), or cron."""
+    """How this run was started: ``{"kind", "ci_job_url"}``; a bad explicit kind is BadInput.
+
+    --trigger, else MAINTAINER_TRIGGER, else detected: ci (CI variables, with the job URL),
+    cron (a cron daemon among the ancestors), manual (a terminal on stdin), systemd
+    (INVOCATION_ID: a service or timer), else script (ssh host cmd, a shell script, ...).
+    """
+    from .changelog import TRIGGER_KINDS
+
     env = os.environ
     job_url = None
     if env.get("GITHUB_ACTIONS"):
@@ -287,16 +318,27 @@ def detect_trigger(explicit: str | None = None) -> dict[str, Any]:
         if env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
             job_url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
     job_url = job_url or env.get("CI_JOB_URL") or env.get("BUILD_URL") or env.get("CIRCLE_BUILD_URL")
-    if explicit:
-        kind = explicit
-    elif env.get("MAINTAINER_TRIGGER"):
-        kind = env["MAINTAINER_TRIGGER"]
+    source = "--trigger" if explicit else "MAINTAINER_TRIGGER"
+    given = explicit or env.get("MAINTAINER_TRIGGER")
+    if given and given.strip():
+        kind = given.strip().lower()
+        if kind not in TRIGGER_KINDS:
+            raise BadInput(
+                f"{given!r} is not a trigger.",
+                key=source,
+                fix=f"use one of {', '.join(TRIGGER_KINDS)}, or leave {source} unset to detect it.",
+            )
     elif job_url or env.get("CI", "").lower() in ("true", "1"):
         kind = "ci"
-    elif sys.stdin is not None and sys.stdin.isatty():
-        kind = "manual"
-    else:
+    elif _cron_ancestor():
         kind = "cron"
+    elif sys.stdin is not None and sys.stdin.isatty():
+        # before INVOCATION_ID: shells in terminal emulators run as systemd user services inherit it
+        kind = "manual"
+    elif env.get("INVOCATION_ID"):
+        kind = "systemd"
+    else:
+        kind = "script"  # no terminal, no scheduler we know of: ssh host cmd, a wrapper script, ...
     return {"kind": kind, "ci_job_url": job_url}
 
 
@@ -317,7 +359,13 @@ def make_batches(count: int, serial: int | str | None) -> list[list[int]]:
     return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
 
 
-def _validate_args(loaded: LoadedRunbook, section: str, index: int, step: Step, args: Any) -> dict[str, Any]:
+def _shown(value: Any, redactor: Redactor) -> str:
+    return redactor.text(repr(value))
+
+
+def _validate_args(
+    loaded: LoadedRunbook, section: str, index: int, step: Step, args: Any, redactor: Redactor
+) -> dict[str, Any]:
     action = registry.get(step.uses)
     assert action is not None  # runbook.load checked it
     if not isinstance(args, dict):
@@ -327,9 +375,11 @@ def _validate_args(loaded: LoadedRunbook, section: str, index: int, step: Step, 
     except ValidationError as exc:
         problems = [
             BadInput(
-                f"step '{step.id}' ({step.uses}): {err['msg']} (got {err.get('input')!r}).",
+                # the rendered value may hold a secret param or vault value
+                f"step '{step.id}' ({step.uses}): {err['msg']} (got {_shown(err.get('input'), redactor)}).",
                 file=loaded.path,
-                line=loaded.step_lines.get((section, index)),
+                line=loaded.line_at(section, index, "with", *err["loc"])
+                or loaded.step_lines.get((section, index)),
                 key=".".join(str(p) for p in ("with", *err["loc"])),
             )
             for err in exc.errors()
@@ -345,12 +395,14 @@ def _validate_args(loaded: LoadedRunbook, section: str, index: int, step: Step, 
 def prepare(options: RunOptions) -> tuple[Project, LoadedRunbook, Inventory, dict[str, Any]]:
     """Load and validate everything; any problem is BadInput (exit 2), nothing is run."""
     project = load_project(options.project)
-    loaded = load(resolve(project.root, options.runbook))
+    loaded = load(resolve(project.root, options.runbook), project.root)
     params = resolve_params(loaded, options.params)
     inventory = load_inventory(
         project.inventory_sources(options.inventory), vault_password_file=options.vault_password_file
     )
     inventory.redactor.add(secret_params(loaded, params))
+    # and by name: the params record masks a secret param whatever its value
+    inventory.redactor.add_keys(name for name, spec in loaded.model.params.items() if spec.type == "secret")
     return project, loaded, inventory, params
 
 
@@ -404,7 +456,7 @@ def plan(
                             line=loaded.step_lines.get((section, index)),
                             fix="define the variable in the inventory (host_vars/group_vars) or the params.",
                         ) from exc
-                    args = _validate_args(loaded, section, index, step, rendered)
+                    args = _validate_args(loaded, section, index, step, rendered, inventory.redactor)
                 sections[section].append(PlannedStep(section, index, step, args))
         site_plans.append(SitePlan(site, sections["steps"], sections["rollback"], sections["finally"]))
     concurrency = options.concurrency or model.concurrency
@@ -582,9 +634,13 @@ class Executor:
                 lock_dir=str(site.vars.get("maintainer_lock_dir", self.project.settings.lock_dir)),
                 ttl=self.project.settings.lock_ttl,
                 wait=self.options.wait_lock,
+                cancel=self.cancel,
             )
         except LockHeld as exc:
-            result.status, result.error = SITE_LOCKED, str(exc)
+            if self.cancel.is_set():
+                result.status, result.error = SITE_SKIPPED, "not started: the run was interrupted"
+            else:
+                result.status, result.error = SITE_LOCKED, str(exc)
             return self._finish(result, started)
         except MaintainerError as exc:
             result.status, result.error = SITE_FAILED, str(exc)
@@ -741,7 +797,9 @@ class Executor:
                 raw = planned.args
                 if raw is None:
                     rendered = templating.render(step.with_, ctx.variables)
-                    raw = _validate_args(self.plan.runbook, planned.section, planned.index, step, rendered)
+                    raw = _validate_args(
+                        self.plan.runbook, planned.section, planned.index, step, rendered, self.plan.redactor
+                    )
                 args = action.Args.model_validate(raw)
                 action_result = self._attempts(action, ctx, args, step, outcome, cancel)
                 outcome.outputs = self.plan.redactor(action_result.outputs)
@@ -806,6 +864,11 @@ def run(
     reporter = reporter or NullReporter()
     cancel = cancel or threading.Event()
     project, loaded, inventory, params = prepare(options)
+    # pre-flight: a bad trigger or a change log that cannot take the entry is bad input now,
+    # not after the sites were changed (dry runs record nothing, so they skip the log check)
+    detect_trigger(options.trigger)
+    if not options.dry_run:
+        ChangeLog(project.settings.changelog).check_ready()
     the_plan = plan(project, loaded, inventory, params, options)
     connections = Connections()
     try:
@@ -849,7 +912,8 @@ def record(project: Project, entry: dict[str, Any]) -> dict[str, Any]:
             kept = f"the entry could not be saved either ({write_exc}); it follows:\n{json.dumps(entry)}"
         raise RecordFailed(
             f"the run {entry['run_id']} finished ({entry['status']}) but the change log {path} refused "
-            f"its entry: {exc}. {kept}; fix the log (maintainer log verify) and append it by hand."
+            f"its entry: {exc}. {kept}; fix the log (maintainer log verify) and append it by hand.",
+            entry,
         ) from exc
 
 
@@ -859,11 +923,28 @@ def outcome_of(results: dict[str, SiteResult], interrupted: bool) -> tuple[str, 
         return "interrupted", ExitCode.INTERRUPTED
     if any(r.internal_error for r in results.values()):
         return "failed", ExitCode.INTERNAL
-    if statuses & {SITE_FAILED, SITE_UNREACHABLE, SITE_SKIPPED}:
+    if statuses == {SITE_LOCKED}:
+        return "refused", ExitCode.CANNOT_START  # nothing started anywhere
+    if statuses & {SITE_FAILED, SITE_UNREACHABLE, SITE_SKIPPED, SITE_LOCKED}:
+        # some sites ran: a locked one is a site not done, like a failed one
         return "failed", ExitCode.SITE_FAILED
-    if SITE_LOCKED in statuses:
-        return "refused", ExitCode.CANNOT_START
     return "ok", ExitCode.OK
+
+
+def _redacted(site_record: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """Mask what users and commands wrote (errors, changes), never our own fields.
+
+    A short secret such as "17" must not turn a timestamp or a status into
+    "********", so statuses, ids, times and durations are left as they are.
+    """
+    data = dict(site_record)
+    for key in ("error", "changes", "lock_broken"):
+        if key in data:
+            data[key] = redactor(data[key])
+    data["steps"] = [
+        {**step, "error": redactor.text(step["error"])} if "error" in step else step for step in data["steps"]
+    ]
+    return data
 
 
 def change_log_entry(result: RunResult, options: RunOptions) -> dict[str, Any]:
@@ -887,5 +968,5 @@ def change_log_entry(result: RunResult, options: RunOptions) -> dict[str, Any]:
         "params": plan.redactor(plan.params),
         "status": result.status,
         "exit_code": int(result.exit_code),
-        "sites": {name: plan.redactor(site.record()) for name, site in result.sites.items()},
+        "sites": {name: _redacted(site.record(), plan.redactor) for name, site in result.sites.items()},
     }

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +77,15 @@ def acquire(
     lock_dir: str = DEFAULT_LOCK_DIR,
     ttl: float = 900,
     wait: float = 0,
+    cancel: threading.Event | None = None,
 ) -> SiteLock:
     """Take the site's lock, waiting up to ``wait`` seconds; raises LockHeld.
 
     A lock held by a run of this same controller whose process is gone (a
-    crash, a kill -9) is broken at once instead of after the TTL.
+    crash, a kill -9) is broken at once instead of after the TTL. ``cancel``
+    (SIGINT/SIGTERM) ends the wait at once, with LockHeld.
     """
+    cancel = cancel or threading.Event()
     payload = json.dumps(info, sort_keys=True)
     run_id = str(info["run_id"])
     site = _file_name(site)
@@ -94,9 +98,10 @@ def acquire(
         dead = _dead_local_holder(detail or {}, str(info.get("holder", "")))
         if dead:
             continue
-        if time.monotonic() >= deadline:
+        if time.monotonic() >= deadline or cancel.is_set():
             raise LockHeld(site, detail or {})
-        time.sleep(min(1.0, max(0.05, deadline - time.monotonic())))
+        # A stop request must not wait out --wait-lock: systemd or cron would KILL us first.
+        cancel.wait(min(1.0, max(0.05, deadline - time.monotonic())))
 
 
 def _file_name(site: str) -> str:

@@ -52,8 +52,21 @@ _PlanDumper.add_representer(
 )
 
 
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=False)
+#: width for output without a terminal: wide enough that rich never wraps a line
+UNWRAPPED_WIDTH = 400
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich console; without a terminal (cron mail, CI logs, a pipe) nothing is wrapped.
+
+    rich assumes 80 columns off a terminal and would break a plan's commands
+    and a log's timestamps mid-word; a reader of a log file wants each
+    command exactly as it runs, on one line.
+    """
+    console = Console(stderr=stderr, highlight=False)
+    if console.is_terminal:
+        return console
+    return Console(stderr=stderr, highlight=False, width=UNWRAPPED_WIDTH, soft_wrap=True)
 
 
 class PlainReporter:
@@ -183,8 +196,9 @@ def print_plan(plan: Plan, console: Console) -> None:
                 console.print(f"  - {step['id']} ({step['uses']}){when}", markup=False)
                 if step.get("rendered_at_run_time"):
                     console.print("      (arguments rendered at run time from earlier outputs)", style="dim")
+                # never folded: the plan shows each command exactly as it will run
                 args = yaml.dump(
-                    step["with"], Dumper=_PlanDumper, default_flow_style=False, sort_keys=False, width=100
+                    step["with"], Dumper=_PlanDumper, default_flow_style=False, sort_keys=False, width=1 << 16
                 )
                 for line in args.rstrip().splitlines():
                     console.print(f"      {line}", markup=False)

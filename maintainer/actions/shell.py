@@ -15,6 +15,8 @@ class ShellArgs(Args):
     cwd: str | None = None
     env: dict[str, Text] = Field(default_factory=dict)
     ok_codes: list[int] = Field(default_factory=lambda: [0])
+    #: the command only reads (a check, a fact): the step is not recorded as a change
+    read_only: bool = False
 
 
 class ShellAction(Action):
@@ -34,5 +36,5 @@ class ShellAction(Action):
                 "stderr": result.stderr,
                 "seconds": round(result.duration, 4),
             },
-            changed=True,
+            changed=not args.read_only,
         )

@@ -339,6 +339,34 @@ def test_missing_site_var_is_bad_input_before_anything_runs(tmp_path: Path) -> N
     assert read_log(project) == []
 
 
+def test_one_locked_site_among_others_that_ran_is_a_failed_run_not_a_refused_one(tmp_path: Path) -> None:
+    project = _project(tmp_path, sites=2)
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    (lock_dir / "site0.lock").write_text(json.dumps({"holder": "alice@other", "run_id": "r-other"}))
+    result = _run(project)
+    assert result.exit_code == ExitCode.SITE_FAILED  # 3 would claim that nothing started
+    assert (result.sites["site0"].status, result.sites["site1"].status) == ("locked", "ok")
+    assert read_log(project)[-1]["status"] == "failed"
+
+
+def test_a_stop_request_ends_the_wait_for_a_lock_at_once(tmp_path: Path) -> None:
+    project = _project(tmp_path)
+    lock_dir = tmp_path / "locks"
+    lock_dir.mkdir()
+    (lock_dir / "site0.lock").write_text(json.dumps({"holder": "alice@other", "run_id": "r-other"}))
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    started = time.monotonic()
+    result = run(
+        RunOptions(runbook="deploy", project=project, wait_lock=30), reporter=NullReporter(), cancel=cancel
+    )
+    assert time.monotonic() - started < 5, "SIGTERM must not wait out --wait-lock"
+    assert result.exit_code == ExitCode.INTERRUPTED
+    assert result.sites["site0"].status == "skipped"
+    assert read_log(project)[-1]["status"] == "interrupted"
+
+
 def test_lock_of_a_dead_run_on_this_controller_is_broken_at_once(tmp_path: Path) -> None:
     import socket
     import subprocess
@@ -359,14 +387,12 @@ def test_lock_of_a_dead_run_on_this_controller_is_broken_at_once(tmp_path: Path)
     assert _run(project).exit_code == ExitCode.CANNOT_START
 
 
-def test_a_refused_change_log_entry_is_kept_and_reported(tmp_path: Path) -> None:
-    from maintainer.errors import RecordFailed
+def test_a_torn_change_log_stops_the_run_before_anything_changes(tmp_path: Path) -> None:
+    from maintainer.errors import BadInput
 
     project = _project(tmp_path)
     (project / "changelog.jsonl").write_text('{"torn line without end')
-    with pytest.raises(RecordFailed) as exc:
+    with pytest.raises(BadInput, match=r"changelog\.jsonl"):
         _run(project)
-    assert exc.value.exit_code == ExitCode.INTERNAL
-    kept = list(project.glob("changelog.jsonl.unrecorded-*.json"))
-    assert len(kept) == 1 and json.loads(kept[0].read_text())["status"] == "ok"
-    assert str(kept[0]) in str(exc.value)
+    assert (tmp_path / "site0" / "app.conf").read_text() == "old config\n", "nothing may run"
+    assert not list(project.glob("changelog.jsonl.unrecorded-*.json"))
