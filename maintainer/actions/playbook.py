@@ -46,6 +46,21 @@ def _vault_cmdline(password_file: str | Path | None, private_dir: Path) -> list[
     return ["--vault-password-file", str(source.file.resolve())]
 
 
+def _failed_tasks(events: Any) -> list[str]:
+    """'task NAME: message' for each failed or unreachable task (ansible-runner's events)."""
+    found = []
+    for event in events:
+        if event.get("event") not in ("runner_on_failed", "runner_on_unreachable"):
+            continue
+        data = event.get("event_data") or {}
+        if data.get("ignore_errors"):
+            continue
+        res = data.get("res") or {}
+        message = res.get("msg") or res.get("stderr") or res.get("reason") or "failed"
+        found.append(f"task '{data.get('task', '?')}' ({data.get('task_path', '?')}): {str(message).strip()}")
+    return found
+
+
 def _count(stats: dict[str, Any], key: str, host: str) -> int:
     return int((stats.get(key) or {}).get(host, 0))
 
@@ -108,6 +123,7 @@ class PlaybookAction(Action):
             stats = result.stats or {}
             stdout = result.stdout.read() if result.stdout else ""
             status, rc = result.status, result.rc
+            failures = _failed_tasks(result.events) if status != "successful" else []
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
         host = ctx.site.name
@@ -121,8 +137,9 @@ class PlaybookAction(Action):
             "skipped": _count(stats, "skipped", host),
         }
         if status != "successful":
+            why = "; ".join(failures) or tail(stdout, lines=8)
             raise StepFailed(
-                f"playbook {args.playbook} {status} (rc {rc}): {tail(ctx.redactor.text(stdout), lines=8)}",
+                ctx.redactor.text(f"playbook {args.playbook} {status} (rc {rc}): {why}"),
                 outputs=outputs,
             )
         return ActionResult(

@@ -39,6 +39,12 @@ def _sha(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
+def _file_mode(ctx: StepContext, path: str) -> int | None:
+    """The file's permission bits on the site (GNU stat), or None if it cannot be read."""
+    result = ctx.transport.run(["stat", "-c", "%a", path])
+    return int(result.stdout.strip(), 8) if result.ok and result.stdout.strip() else None
+
+
 def _mode(value: str | int | None) -> int | None:
     if value is None:
         return None
@@ -79,8 +85,11 @@ class TemplateAction(Action):
     def run(self, ctx: StepContext, args: TemplateArgs) -> ActionResult:
         new = self.render(ctx, args)
         old = ctx.transport.read_file(args.dest)
-        outputs: dict[str, Any] = {"dest": args.dest, "sha256": _sha(new), "changed": old != new}
-        if old == new:
+        old_mode = _file_mode(ctx, args.dest) if old is not None else None
+        mode = _mode(args.mode)
+        changed = old != new or (mode is not None and mode != old_mode)
+        outputs: dict[str, Any] = {"dest": args.dest, "sha256": _sha(new), "changed": changed}
+        if not changed:
             return ActionResult(outputs=outputs)
         if args.validate_cmd:
             self._validate(ctx, args, new)
@@ -88,8 +97,8 @@ class TemplateAction(Action):
         if old is not None and args.backup:
             backup_path = f"{args.dest}.{ctx.run.id}.bak"
             ctx.transport.write_file(backup_path, old, 0o600)
-        ctx.transport.write_file(args.dest, new, _mode(args.mode))
-        ctx.state.setdefault("template_previous", {})[args.dest] = old
+        ctx.transport.write_file(args.dest, new, mode)
+        ctx.state.setdefault("template_previous", {})[args.dest] = (old, old_mode)
         outputs["backup"] = backup_path
         return ActionResult(
             outputs=outputs,
@@ -100,6 +109,8 @@ class TemplateAction(Action):
                     "path": args.dest,
                     "before_sha256": _sha(old),
                     "after_sha256": _sha(new),
+                    "before_mode": None if old_mode is None else f"{old_mode:04o}",
+                    "after_mode": f"{mode if mode is not None else old_mode or 0o644:04o}",
                     "backup": backup_path,
                 }
             ],
@@ -125,9 +136,9 @@ class TemplateAction(Action):
     def undo(self, ctx: StepContext, args: TemplateArgs, result: ActionResult) -> bool:
         if not result.changed:
             return True
-        previous = ctx.state.get("template_previous", {}).get(args.dest)
+        previous, previous_mode = ctx.state.get("template_previous", {}).get(args.dest, (None, None))
         if previous is None:
             ctx.transport.run(["rm", "-f", args.dest])
-        else:
-            ctx.transport.write_file(args.dest, previous, None)
+        else:  # content and mode as they were: a step may have changed only the mode
+            ctx.transport.write_file(args.dest, previous, previous_mode)
         return True

@@ -207,3 +207,18 @@ def test_http_check_tls_expiry(tls_web: str, tmp_path: Path) -> None:
     assert 9 < outputs["tls_days_left"] <= 10
     with pytest.raises(StepFailed, match=r"expires in (9|10)\.\d days \(fewer than 30\)"):
         _check(tmp_path, url=f"{tls_web}/ok", verify_tls=False, min_tls_days=30)
+
+
+def test_template_mode_is_applied_even_when_the_content_matches_and_undo_restores_it(tmp_path: Path) -> None:
+    ctx = _template_ctx(tmp_path)
+    dest = tmp_path / "app.ini"
+    action = TemplateAction()
+    dest.write_text("name=test-site\nkeepalive=65\npassword=s3cret-pw-123\n")
+    dest.chmod(0o644)
+    args = TemplateArgs(src="app.ini.j2", dest=str(dest), vars={"keepalive": 65}, mode="0640")
+    result = action.run(ctx, args)
+    assert result.changed, "same content, new mode: still a change"
+    assert dest.stat().st_mode & 0o777 == 0o640
+    assert result.changes[0]["before_mode"] == "0644" and result.changes[0]["after_mode"] == "0640"
+    assert action.undo(ctx, args, result)
+    assert dest.stat().st_mode & 0o777 == 0o644, "rollback restores the mode, not only the content"

@@ -293,9 +293,13 @@ def test_failing_playbook_fails_the_site(sshd_server: SSHServer, tmp_path: Path)
         {"ansiblefail": _site(sshd_server, "ansiblefail")},
     )
     (project / "playbooks" / "fail.yml").write_text(
-        "- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.command: /bin/false\n"
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: this task fails on purpose\n      ansible.builtin.command: /bin/false\n"
     )
     result = _run(project)
     site = result.sites["ansiblefail"]
     assert site.status == "failed" and site.steps[0].outputs["failed"] == 1
     assert "playbook fail.yml failed" in (site.error or "")
+    # the engineer reads which task failed and why, not a raw tail of ansible's output
+    assert "task 'this task fails on purpose'" in (site.error or "")
+    assert "non-zero return code" in (site.error or "")
