@@ -3,6 +3,12 @@
 On a terminal progress is live (rich); without one (cron) it is plain
 timestamped lines. Everything here writes to stderr, so stdout stays free
 for ``--output json``.
+
+Every piece of text that comes from users, inventories, runbooks, commands,
+files or the change log is printed literally: it goes into rich ``Text``
+objects, never into a markup string, so ``[/]`` cannot crash a printer,
+``[app]`` cannot vanish and ``:warning:`` stays as written. Our own styles are
+applied with ``Text(style=...)`` only.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .engine import Plan, RunResult, SiteResult, StepResult
+from .errors import MaintainerError
+from .inventory import Site
+from .transport import host_key
 
 STATUS_STYLE = {
     "ok": "green",
@@ -37,7 +46,25 @@ STATUS_STYLE = {
     "locked": "yellow",
     "skipped": "dim",
     "interrupted": "yellow",
+    "refused": "yellow",
 }
+
+
+def status_text(status: object, width: int = 0) -> Text:
+    """A status, styled when we know it, printed as it is when we do not."""
+    label = str(status)
+    return Text(label.rjust(width), style=STATUS_STYLE.get(label, ""))
+
+
+def connection_label(site: Site) -> str:
+    """Where a site connects: 'local' or user@host:port, exactly as its transport will be labelled."""
+    try:
+        key = host_key(site.vars, site.name)
+    except (MaintainerError, KeyError, OSError, TypeError, ValueError):
+        return f"{site.vars.get('ansible_connection', '?')} (not supported)"
+    if key.connection == "local":
+        return "local"
+    return f"{key.user}@{key.host}:{key.port}"
 
 
 class _PlanDumper(yaml.SafeDumper):
@@ -112,7 +139,7 @@ class LiveReporter:
         self.console = console
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
@@ -161,7 +188,7 @@ class LiveReporter:
             self._current.pop(result.name, None)
             self._show_running()
             self.progress.advance(self.overall)
-        line = Text(f"{result.status:>11}", style=STATUS_STYLE.get(result.status, ""))
+        line = status_text(result.status, 11)
         line.append(f" {result.name} ")
         line.append(f"{result.duration:.2f}s", style="dim")
         self.live.console.print(line)
@@ -172,89 +199,173 @@ class LiveReporter:
         self.live.console.print(line)
 
 
+#: a plan lists at most this many batches one per line; the batches in between are summarised
+MAX_BATCH_LINES = 8
+#: and names at most this many sites per batch line (each site's own heading names the rest)
+MAX_BATCH_SITES = 6
+
+
+def _count(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
+
+
+def _site_list(names: list[str], connections: dict[str, str], limit: int = MAX_BATCH_SITES) -> Text:
+    """The first few sites with their connections: 'web1 (local), web2 (deploy@10.0.0.2:22) and 8 more'.
+
+    When every site of the list connects the same way it is said once: 'web1, web2 and 8 more (all local)'.
+    """
+    shared = {connections[name] for name in names}
+    text = Text()
+    for n, name in enumerate(names[:limit]):
+        if n:
+            text.append(", ")
+        text.append(name)
+        if len(shared) > 1:
+            text.append(f" ({connections[name]})", style="dim")
+    if len(names) > limit:
+        text.append(f" and {len(names) - limit} more")
+    if len(shared) == 1:
+        text.append(f" ({'all ' if len(names) > 1 else ''}{connections[names[0]]})", style="dim")
+    return text
+
+
+def _batch_lines(plan: Plan, connections: dict[str, str]) -> list[Text]:
+    """One line per batch (the first is the canary); a long list keeps its head and tail."""
+    batches = [[plan.sites[i].site.name for i in batch] for batch in plan.batches]
+    if len(batches) == 1:
+        line = Text(f"  one batch ({_count(len(batches[0]), 'site')}, no canary): ")
+        return [line + _site_list(batches[0], connections)]
+
+    def one(number: int, names: list[str]) -> Text:
+        line = Text(f"  batch {number} (")
+        if number == 1:
+            line.append("canary", style="bold")
+            line.append(", ")
+        line.append(f"{_count(len(names), 'site')}): ")
+        return line + _site_list(names, connections)
+
+    if len(batches) <= MAX_BATCH_LINES:
+        return [one(n, names) for n, names in enumerate(batches, 1)]
+    head = MAX_BATCH_LINES - 2
+    middle = batches[head:-1]
+    sites = [name for names in middle for name in names]
+    summary = Text(
+        f"  batches {head + 1}-{len(batches) - 1} ({_count(len(middle), 'batch', 'batches')}, "
+        f"{_count(len(sites), 'site')}): ",
+        style="dim",
+    )
+    summary.append(f"{sites[0]} ... {sites[-1]}" if len(sites) > 1 else sites[0])
+    return [
+        *(one(n, names) for n, names in enumerate(batches[:head], 1)),
+        summary,
+        one(len(batches), batches[-1]),
+    ]
+
+
 def print_plan(plan: Plan, console: Console) -> None:
     record = plan.record()
-    console.print(
-        f"[bold]Plan[/] {record['runbook']['name']}@{record['runbook']['version']} "
-        f"[dim](sha256 {record['runbook']['digest'][:12]})[/] for {len(plan.sites)} site(s), "
-        f"{len(plan.batches)} batch(es), concurrency {plan.concurrency}"
+    connections = {sp.site.name: plan.redactor.text(connection_label(sp.site)) for sp in plan.sites}
+    batch_of = {name: n for n, names in enumerate(record["batches"], 1) for name in names}
+    several = len(plan.batches) > 1
+
+    header = Text()
+    header.append("Plan", style="bold")
+    header.append(f" {record['runbook']['name']}@{record['runbook']['version']} ")
+    header.append(f"(sha256 {record['runbook']['digest'][:12]})", style="dim")
+    header.append(
+        f" for {len(plan.sites)} site(s), {len(plan.batches)} batch(es), concurrency {plan.concurrency}"
         + (f", max_fail {plan.max_fail}" if plan.max_fail is not None else "")
     )
+    console.print(header)
+    if several:
+        console.print(Text("batches run one after another; the first is the canary:"))
+    for batch_line in _batch_lines(plan, connections):
+        console.print(batch_line)
     if record["params"]:
-        console.print("params: " + ", ".join(f"{k}={v}" for k, v in record["params"].items()), markup=False)
+        console.print(Text("params: " + ", ".join(f"{k}={v}" for k, v in record["params"].items())))
     for name, site in record["sites"].items():
-        console.print(f"\n[bold]{name}[/]", markup=True)
+        console.print()
+        heading = Text(name, style="bold")
+        heading.append(f"  {connections[name]}  ")
+        heading.append(f"batch {batch_of[name]} of {len(plan.batches)}", style="dim")
+        if several and batch_of[name] == 1:
+            heading.append(" (canary)", style="bold")
+        console.print(heading)
         if site.get("error"):
-            console.print(f"  [red]cannot preview: {site['error']}[/]")
+            console.print(Text(f"  cannot preview: {site['error']}", style="red"))
         for section in ("steps", "rollback", "finally"):
             if not site[section]:
                 continue
             if section != "steps":
-                console.print(f"  [dim]{section}:[/]")
+                console.print(Text(f"  {section}:", style="dim"))
             for step in site[section]:
                 when = f" when {step['when']}" if "when" in step else ""
-                console.print(f"  - {step['id']} ({step['uses']}){when}", markup=False)
+                console.print(Text(f"  - {step['id']} ({step['uses']}){when}"))
                 if step.get("rendered_at_run_time"):
-                    console.print("      (arguments rendered at run time from earlier outputs)", style="dim")
+                    console.print(
+                        Text("      (arguments rendered at run time from earlier outputs)", style="dim")
+                    )
                 # never folded: the plan shows each command exactly as it will run
                 args = yaml.dump(
                     step["with"], Dumper=_PlanDumper, default_flow_style=False, sort_keys=False, width=1 << 16
                 )
                 for line in args.rstrip().splitlines():
-                    console.print(f"      {line}", markup=False)
+                    console.print(Text(f"      {line}"))
                 diff = (step.get("preview") or {}).get("diff")
                 if diff:
-                    for line in diff.splitlines():
+                    for line in str(diff).splitlines():
                         color = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
-                        console.print(f"      [{color}]{line}[/]", markup=True, highlight=False)
-    console.print("\n[dim]dry run: nothing was changed[/]")
+                        console.print(Text(f"      {line}", style=color))
+    console.print()
+    console.print(Text("dry run: nothing was changed", style="dim"))
 
 
 def print_summary(result: RunResult, console: Console) -> None:
-    table = Table(title=f"{result.plan.runbook.ref}  run {result.plan.run.id}", title_justify="left")
+    table = Table(title=Text(f"{result.plan.runbook.ref}  run {result.plan.run.id}"), title_justify="left")
     table.add_column("site")
     table.add_column("status")
     table.add_column("host", style="dim")
     table.add_column("time", justify="right")
     table.add_column("detail", overflow="fold")
     for name, site in result.sites.items():
-        style = STATUS_STYLE.get(site.status, "")
         detail = site.error or ""
         if site.rollback != "none":
             detail = f"{detail} (rollback {site.rollback})".strip()
-        table.add_row(name, f"[{style}]{site.status}[/]", site.host, f"{site.duration:.2f}s", detail)
+        table.add_row(
+            Text(name), status_text(site.status), Text(site.host), Text(f"{site.duration:.2f}s"), Text(detail)
+        )
     console.print(table)
     counts: dict[str, int] = {}
     for site in result.sites.values():
         counts[site.status] = counts.get(site.status, 0) + 1
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     seq = f" as entry {result.entry['seq']} (hash {result.entry['hash'][:16]})" if result.entry else ""
-    console.print(
-        f"{result.status.upper()}: {summary} in {result.duration:.2f}s; recorded{seq}", markup=False
-    )
+    console.print(Text(f"{result.status.upper()}: {summary} in {result.duration:.2f}s; recorded{seq}"))
 
 
 def print_log(entries: list[dict[str, Any]], console: Console) -> None:
-    table = Table(title=f"change log: {len(entries)} run(s)", title_justify="left")
+    table = Table(title=Text(f"change log: {len(entries)} run(s)"), title_justify="left")
     for column in ("seq", "started", "runbook", "operator", "trigger", "ticket", "status", "sites"):
         table.add_column(column, overflow="fold")
     for entry in entries:
         runbook = entry.get("runbook") or {}
         sites = entry.get("sites") or {}
-        site_text = ", ".join(
-            f"{name}:{(info or {}).get('status', '?')}" for name, info in list(sites.items())[:6]
-        )
+        site_text = Text()
+        for n, (name, info) in enumerate(list(sites.items())[:6]):
+            if n:
+                site_text.append(", ")
+            site_text.append(f"{name}:")
+            site_text.append(status_text((info or {}).get("status", "?")))
         if len(sites) > 6:
-            site_text += f", +{len(sites) - 6} more"
-        status = str(entry.get("status", "?"))
+            site_text.append(f", +{len(sites) - 6} more")
         table.add_row(
-            str(entry.get("seq", "")),
-            str(entry.get("started", ""))[:19],
-            f"{runbook.get('name', '?')}@{runbook.get('version', '?')}",
-            str(entry.get("operator", "")),
-            str((entry.get("trigger") or {}).get("kind", "")),
-            str(entry.get("ticket") or ""),
-            f"[{STATUS_STYLE.get(status, '')}]{status}[/]",
+            Text(str(entry.get("seq", ""))),
+            Text(str(entry.get("started", ""))[:19]),
+            Text(f"{runbook.get('name', '?')}@{runbook.get('version', '?')}"),
+            Text(str(entry.get("operator", ""))),
+            Text(str((entry.get("trigger") or {}).get("kind", ""))),
+            Text(str(entry.get("ticket") or "")),
+            status_text(entry.get("status", "?")),
             site_text,
         )
     console.print(table)
@@ -263,19 +374,22 @@ def print_log(entries: list[dict[str, Any]], console: Console) -> None:
 def print_details(result: RunResult, console: Console, max_lines: int = 20) -> None:
     """Each step's outputs (secrets masked): what an engineer reads after a health check."""
     for name, site in result.sites.items():
-        console.print(f"\n[bold]{name}[/]", markup=True)
+        console.print()
+        console.print(Text(name, style="bold"))
         for step in site.steps:
-            style = STATUS_STYLE.get(step.status, "")
             label = step.id if step.section == "steps" else f"{step.section}:{step.id}"
-            console.print(f"  [{style}]{step.status:>8}[/] {label} [dim]{step.duration:.2f}s[/]", markup=True)
+            line = Text("  ") + status_text(step.status, 8)
+            line.append(f" {label} ")
+            line.append(f"{step.duration:.2f}s", style="dim")
+            console.print(line)
             for key in ("stdout", "stderr", "msg"):
                 text = str(step.outputs.get(key) or "").rstrip()
                 lines = text.splitlines()
-                for line in lines[:max_lines]:
-                    console.print(f"           {key if key != 'stdout' else '|'} {line}", markup=False)
+                for output_line in lines[:max_lines]:
+                    console.print(Text(f"           {key if key != 'stdout' else '|'} {output_line}"))
                 if len(lines) > max_lines:
-                    console.print(f"           ... {len(lines) - max_lines} more lines", style="dim")
+                    console.print(Text(f"           ... {len(lines) - max_lines} more lines", style="dim"))
             shown = ("stdout", "stderr", "msg", "rc", "seconds")
             extra = {k: v for k, v in step.outputs.items() if k not in shown}
             if extra and step.uses != "shell":
-                console.print(f"           {json.dumps(extra, default=str, sort_keys=True)}", markup=False)
+                console.print(Text(f"           {json.dumps(extra, default=str, sort_keys=True)}"))
