@@ -64,6 +64,9 @@ class BadInput(MaintainerError):
         where = self.where()
         text = f"{where}: {self.message}" if where else self.message
         if self.fix:
+            # "... was given Fix: ..." reads as one sentence: end the message first
+            if not text.rstrip().endswith((".", "!", "?")):
+                text = text.rstrip().removesuffix(":") + "."
             text += f" Fix: {self.fix}"
         return text
 
@@ -127,6 +130,10 @@ class StepFailed(MaintainerError):
 
 class StepTimeout(StepFailed):
     pass
+
+
+class StepCancelled(StepFailed):
+    """The run was stopped (SIGINT/SIGTERM) while the step ran; its command was killed."""
 
 
 class RecordFailed(MaintainerError):

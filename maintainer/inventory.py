@@ -26,6 +26,7 @@ from typing import Any
 
 from maintainer.errors import BadInput
 from maintainer.redact import Redactor
+from maintainer.transport import connection_kind
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ VAULT_FIX = (
 # the magic vars worth keeping: the rest (groups, hostvars, playbook_dir, ...) is
 # ansible's own bookkeeping and would only bloat `inventory list` and templates
 _KEEP_MAGIC = frozenset({"inventory_hostname", "group_names"})
-_SSH_LIKE = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
 _VARS_DIRS = ("group_vars", "host_vars")
 
 
@@ -51,11 +51,7 @@ class Site:
     @property
     def connection(self) -> str:
         """'local' or 'ssh'; any other Ansible connection type is returned as named."""
-        raw = str(self.vars.get("ansible_connection") or "ssh")
-        short = raw.rsplit(".", 1)[-1]  # ansible.builtin.local -> local
-        if short == "local":
-            return "local"
-        return "ssh" if short in _SSH_LIKE else raw
+        return connection_kind(self.vars)
 
     @property
     def host(self) -> str:

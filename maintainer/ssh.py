@@ -21,16 +21,31 @@ remote never answers.
 Files move over SFTP on the same connection; writes are atomic (temp file in
 the same directory, chmod, fsync, ``posix-rename``).
 
+A stop request (the ``cancel`` event of ``run``) kills the running command's
+process group from one extra session beside the pool: each shell tells its PID
+when it starts (an exec session's bash tells it first thing on stderr), and the
+command runs as that bash's child in a group of its own (GNU ``timeout`` makes
+one), so the group to kill is found under that PID; the killed command then
+answers as usual and its pooled shell stays usable (see ``_Canceller``).
+
 Host keys are checked strictly: an unknown or changed key refuses the
 connection unless the site sets ``maintainer_host_key_checking: false``.
+known_hosts is read as OpenSSH reads it (``_KnownHosts``): hashed names,
+wildcards, ``@revoked`` keys (refused), ``@cert-authority`` lines (skipped:
+host certificates are not supported), malformed lines (warned about, ignored).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import functools
+import hmac
 import logging
 import os
 import posixpath
+import re
 import secrets
 import select
 import shlex
@@ -42,10 +57,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import paramiko
+from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 from paramiko.sftp import CMD_EXTENDED
 
 from .errors import BadInput, TransportError, Unreachable
 from .transport import (
+    CANCEL_POLL_SECONDS,
     KILL_GRACE_SECONDS,
     CommandResult,
     CommandStream,
@@ -88,23 +105,192 @@ CONNECTION_VARS = (
 
 
 class _UnknownHostKey(paramiko.SSHException):
-    def __init__(self, hostname: str, key: paramiko.PKey) -> None:
+    def __init__(self, hostname: str, key: paramiko.PKey, ca_lines: Sequence[int] = ()) -> None:
         super().__init__(f"host key for {hostname} not found in known_hosts")
         self.hostname = hostname
         self.key = key
+        self.ca_lines = list(ca_lines)  # @cert-authority lines that match the host (unsupported)
 
 
-class _StrictPolicy(paramiko.RejectPolicy):
-    """RejectPolicy that keeps the offered key, so the message can show it."""
+class _RevokedHostKey(paramiko.SSHException):
+    def __init__(self, hostname: str, key: paramiko.PKey, line: int) -> None:
+        super().__init__(f"host key for {hostname} is marked @revoked")
+        self.hostname = hostname
+        self.key = key
+        self.line = line
+
+
+class _KnownHosts:
+    """A known_hosts file read the way OpenSSH reads it, line by line.
+
+    Plain lines (host patterns with ``*``, ``?`` and ``!`` negation, hashed
+    ``|1|salt|hash`` names) are parsed with paramiko's ``HostKeyEntry``.
+    ``@revoked`` lines list keys that are refused even where another line
+    accepts them. ``@cert-authority`` lines are skipped: host certificates are
+    not supported (the unknown-key message says so when one matches the host).
+    A malformed line is ignored with a warning naming file:line, as OpenSSH does.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.keys: list[tuple[list[str], paramiko.PKey, int]] = []
+        self.revoked: list[tuple[list[str], paramiko.PKey, int]] = []
+        self.cert_authorities: list[tuple[list[str], int]] = []
+
+    @classmethod
+    def load(cls, path: str) -> _KnownHosts:
+        """Parse ``path`` (cached while the file is unchanged); a missing file knows no host."""
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return cls(path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        with _known_hosts_lock:
+            cached = _known_hosts_cache.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            with open(path, "rb") as fh:
+                text = fh.read().decode("utf-8", "replace")
+            known = cls(path)
+            for lineno, line in enumerate(text.splitlines(), 1):
+                known._add(line.strip(), lineno)
+            _known_hosts_cache[path] = (stamp, known)
+            return known
+
+    def _add(self, line: str, lineno: int) -> None:
+        if not line or line.startswith("#"):
+            return
+        problem = self._parse(line, lineno)
+        if problem:
+            log.warning("%s:%d: malformed known_hosts line ignored (%s)", self.path, lineno, problem)
+
+    def _parse(self, line: str, lineno: int) -> str | None:
+        """Take one line in; what is wrong with it, if anything."""
+        fields = line.split()
+        marker = fields.pop(0) if fields[0].startswith("@") else ""
+        if marker not in ("", "@revoked", "@cert-authority"):
+            return f"unknown marker {marker}"
+        if len(fields) < 3:
+            return "expected host patterns, key type and key"
+        patterns = fields[0].split(",")
+        if not all(_valid_pattern(p) for p in patterns):
+            return "bad host pattern"
+        if marker == "@cert-authority":
+            log.debug(
+                "%s:%d: @cert-authority skipped: host certificates are not supported", self.path, lineno
+            )
+            self.cert_authorities.append((patterns, lineno))
+            return None
+        try:
+            entry = HostKeyEntry.from_line(" ".join(fields[:3]), lineno)
+        except (InvalidHostKey, paramiko.SSHException, ValueError, TypeError, IndexError) as exc:
+            return f"bad {fields[1]} key: {type(exc).__name__}"
+        if entry is None or entry.key is None:
+            log.debug("%s:%d: key type %s is not supported; line skipped", self.path, lineno, fields[1])
+            return None
+        (self.revoked if marker else self.keys).append((patterns, entry.key, lineno))
+        return None
+
+    def lookup(self, name: str) -> tuple[list[paramiko.PKey], list[tuple[paramiko.PKey, int]], list[int]]:
+        """For host ``name`` (``host`` or ``[host]:port``): its keys, its revoked keys, its CA lines."""
+        keys = [key for patterns, key, _ in self.keys if _host_matches(patterns, name)]
+        revoked = [(key, n) for patterns, key, n in self.revoked if _host_matches(patterns, name)]
+        cas = [n for patterns, n in self.cert_authorities if _host_matches(patterns, name)]
+        return keys, revoked, cas
+
+
+_known_hosts_lock = threading.Lock()
+_known_hosts_cache: dict[str, tuple[tuple[int, int, int], _KnownHosts]] = {}
+
+
+def _valid_pattern(pattern: str) -> bool:
+    if not pattern.startswith("|1|"):
+        return bool(pattern.lstrip("!"))
+    try:
+        _, _, salt, digest = pattern.split("|")
+        return len(base64.b64decode(salt, validate=True)) == 20 and bool(base64.b64decode(digest))
+    except (ValueError, binascii.Error):
+        return False
+
+
+def _host_matches(patterns: list[str], name: str) -> bool:
+    """OpenSSH's host pattern list: any positive match, and no negated (``!``) one."""
+    name = name.lower()
+    matched = False
+    for pattern in patterns:
+        if pattern.startswith("|1|"):
+            hashed = paramiko.HostKeys.hash_host(name, pattern)
+            matched = matched or hmac.compare_digest(hashed.encode(), pattern.encode())
+            continue
+        negated = pattern.startswith("!")
+        glob = pattern[1:] if negated else pattern
+        if _glob_regex(glob.lower()).fullmatch(name):
+            if negated:
+                return False
+            matched = True
+    return matched
+
+
+@functools.lru_cache(maxsize=1024)
+def _glob_regex(glob: str) -> re.Pattern[str]:
+    """``*`` and ``?`` wildcards only, as in OpenSSH (``[`` is literal: ``[host]:port``)."""
+    return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob))
+
+
+class _KnownHostsPolicy(paramiko.MissingHostKeyPolicy):
+    """Strict checking against our own reading of known_hosts (paramiko's own host keys stay empty).
+
+    paramiko asks the policy about every key, so revoked keys, several keys of
+    one type and wildcard patterns all get OpenSSH's answer. The key types known
+    for the host are offered first in the key exchange, as OpenSSH does.
+    """
+
+    def __init__(self, known: _KnownHosts, name: str) -> None:
+        keys, self.revoked, self.ca_lines = known.lookup(name)
+        withdrawn = {key.asbytes() for key, _ in self.revoked}
+        self.keys = [key for key in keys if key.asbytes() not in withdrawn]  # @revoked wins
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        raise _UnknownHostKey(hostname, key)
+        blob = key.asbytes()
+        for revoked, lineno in self.revoked:
+            if revoked.asbytes() == blob:
+                raise _RevokedHostKey(hostname, key, lineno)
+        if any(known.asbytes() == blob for known in self.keys):
+            return
+        if self.keys:
+            same_type = [k for k in self.keys if k.get_name() == key.get_name()]
+            raise paramiko.BadHostKeyException(hostname, key, (same_type or self.keys)[0])
+        raise _UnknownHostKey(hostname, key, self.ca_lines)
+
+    def transport_factory(self, sock: Any, **kwargs: Any) -> paramiko.Transport:
+        transport = _FastTransport(sock, **kwargs)
+        if self.keys:
+            options = transport.get_security_options()
+            offered = list(options.key_types)
+            first: list[str] = []
+            for key in self.keys:
+                name = key.get_name()
+                for algorithm in ("rsa-sha2-512", "rsa-sha2-256", name) if name == "ssh-rsa" else (name,):
+                    if algorithm in offered and algorithm not in first:
+                        first.append(algorithm)
+            options.key_types = first + [a for a in offered if a not in first]
+        return transport
 
 
 class _AcceptWithWarning(paramiko.WarningPolicy):
-    """The explicit opt-out: accept any host key, but say so in our own log."""
+    """The explicit opt-out: accept any host key, but say so in our own log.
+
+    A key marked ``@revoked`` in known_hosts is still refused, as OpenSSH does
+    with ``StrictHostKeyChecking no``.
+    """
+
+    def __init__(self, revoked: Sequence[tuple[paramiko.PKey, int]] = ()) -> None:
+        self.revoked = list(revoked)
 
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        for revoked, lineno in self.revoked:
+            if revoked.asbytes() == key.asbytes():
+                raise _RevokedHostKey(hostname, key, lineno)
         log.warning(
             "%s: host key checking is off (maintainer_host_key_checking: false); accepting %s",
             hostname,
@@ -161,12 +347,80 @@ class _NoAnswer(Exception):
         self.err = err
 
 
+class _Canceller:
+    """Watches a running command's cancel event for the thread reading its answer.
+
+    The command runs under a remote bash (a pooled shell, or an exec session's
+    bash, which reports its PID first) as that bash's child, in a process group
+    of its own (GNU timeout makes one). Once the event is set, a helper thread
+    kills that group from another session (``SSHTransport._kill_commands_of``)
+    while the reader keeps reading: the killed command's answer then comes back
+    as usual and a pooled shell stays usable. A kill that finds nothing (the
+    command had not started yet) is repeated until the answer comes.
+    """
+
+    def __init__(
+        self, transport: SSHTransport, event: threading.Event, host_pid: int | None, token: str = ""
+    ) -> None:
+        self.transport = transport
+        self.event = event
+        self.host_pid = host_pid
+        self.token = token
+        self.triggered = False
+        self.deadline = 0.0
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def check(self, deadline: float | None) -> float | None:
+        """The reader's deadline, shortened once the event is set (which starts the kill)."""
+        if not self.triggered:
+            if not self.event.is_set():
+                return deadline
+            self.triggered = True
+            self.deadline = time.monotonic() + self._patience()
+            self._thread = threading.Thread(target=self._kill, daemon=True)
+            self._thread.start()
+        return self.deadline if deadline is None else min(deadline, self.deadline)
+
+    def _patience(self) -> float:
+        # opening the kill session (retried while sshd is at MaxSessions), the grace period, slack
+        return self.transport.connect_timeout + KILL_GRACE_SECONDS + ANSWER_SLACK_SECONDS
+
+    def take_pid(self, err: bytearray) -> None:
+        """Take the exec session's ``token:pid`` line out of its stderr, once it is complete."""
+        prefix = self.token.encode() + b":"
+        start = err.find(prefix)
+        end = err.find(b"\n", start) if start >= 0 else -1
+        if end >= 0:
+            self.host_pid = int(err[start + len(prefix) : end])
+            del err[start : end + 1]
+
+    def finish(self) -> bool:
+        """The answer is in: stop killing, wait for a kill under way; True if it was cancelled."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join(self._patience())
+            self._thread = None
+        return self.triggered
+
+    def _kill(self) -> None:
+        while not self._done.is_set() and time.monotonic() < self.deadline:
+            if self.host_pid:
+                self.transport._kill_commands_of(self.host_pid)
+                wait = 1.0  # the answer follows a kill at once; if not, the command had not started
+            else:
+                wait = 0.05  # the exec session has not told its PID yet
+            if self._done.wait(wait):
+                return
+
+
 class _Shell:
     """One remote ``bash`` reading command lines from its stdin."""
 
-    def __init__(self, channel: paramiko.Channel, generation: int) -> None:
+    def __init__(self, channel: paramiko.Channel, generation: int, pid: int) -> None:
         self.channel = channel
         self.generation = generation
+        self.pid = pid  # the remote bash's PID: its children are the running command (see _Canceller)
         self.broken = False
 
     def alive(self) -> bool:
@@ -237,6 +491,11 @@ class SSHTransport(Transport):
         self._sftp_lock = threading.Lock()
         self._sftp: paramiko.SFTPClient | None = None
         self._sftp_generation = -1
+        # Cancelled commands are killed from one extra session beside the pool; requests
+        # that come in while a kill runs are batched into the next one (see _kill_commands_of).
+        self._kill_cond = threading.Condition()
+        self._kill_pending: set[int] = set()
+        self._killing: set[int] = set()
 
         #: counters, for tests and diagnostics
         self.connections_opened = 0
@@ -244,6 +503,7 @@ class SSHTransport(Transport):
         self.shells_opened = 0
         self.peak_shells = 0  # most shells open at the same time
         self.execs_opened = 0
+        self.kill_sessions = 0  # sessions opened to kill cancelled commands
 
     @classmethod
     def from_vars(cls, host: str, port: int, user: str, site_vars: Mapping[str, Any]) -> SSHTransport:
@@ -338,14 +598,26 @@ class SSHTransport(Transport):
             raise Unreachable(self.label, f"private key file {self.key_file} does not exist")
         client = paramiko.SSHClient()
         client.set_log_channel(PARAMIKO_LOG)
+        factory: Any = _FastTransport
         if self.host_key_checking:
-            if os.path.exists(self.known_hosts):
-                # "system" keys are never written back, unlike load_host_keys()
-                client.load_system_host_keys(self.known_hosts)
-            client.set_missing_host_key_policy(_StrictPolicy())
+            # We read known_hosts ourselves (paramiko's reader stops at @revoked and
+            # @cert-authority lines) and decide in the policy; nothing is written back.
+            try:
+                known = _KnownHosts.load(self.known_hosts)
+            except OSError as exc:
+                raise Unreachable(
+                    self.label, f"cannot read known_hosts file {self.known_hosts}: {exc.strerror or exc}"
+                ) from exc
+            policy = _KnownHostsPolicy(known, self._host_key_name())
+            client.set_missing_host_key_policy(policy)
+            factory = policy.transport_factory
         else:
-            # Explicit opt-out: accept whatever the server offers, with a warning.
-            client.set_missing_host_key_policy(_AcceptWithWarning())
+            # Explicit opt-out: accept whatever the server offers (unless revoked), with a warning.
+            try:
+                revoked = _KnownHosts.load(self.known_hosts).lookup(self._host_key_name())[1]
+            except OSError:
+                revoked = []
+            client.set_missing_host_key_policy(_AcceptWithWarning(revoked))
         sock: socket.socket | None = None
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
@@ -367,7 +639,7 @@ class SSHTransport(Transport):
                 channel_timeout=self.connect_timeout,
                 allow_agent=not explicit,
                 look_for_keys=not explicit,
-                transport_factory=_FastTransport,
+                transport_factory=factory,
             )
         except (OSError, EOFError, paramiko.SSHException) as exc:
             client.close()
@@ -380,22 +652,40 @@ class SSHTransport(Transport):
         log.debug("%s: connected", self.label)
         return client
 
+    def _host_key_name(self) -> str:
+        """How known_hosts names this host (and how paramiko asks about it)."""
+        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+
     def _explain(self, exc: BaseException) -> str:
         """One clear sentence for a failed connect (never includes the password)."""
         where = f"{self.host}:{self.port}"
-        name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        name = self._host_key_name()
         if isinstance(exc, ConnectionRefusedError):
             return f"connection refused by {where} (is sshd running and listening on that port?)"
         if isinstance(exc, TimeoutError):
             return f"connection to {where} timed out after {self.connect_timeout:g}s"
         if isinstance(exc, socket.gaierror):
             return f"cannot resolve host name '{self.host}': {exc.strerror}"
+        if isinstance(exc, _RevokedHostKey):
+            return (
+                f"host key for {name} ({_describe(exc.key)}) is marked @revoked in {self.known_hosts} "
+                f"(line {exc.line}): refusing to connect. The server still offers a key that was "
+                "withdrawn, or someone is impersonating it; have the host's key replaced and verified."
+            )
         if isinstance(exc, _UnknownHostKey):
             missing = "" if os.path.exists(self.known_hosts) else " (that file does not exist)"
+            certs = ""
+            if exc.ca_lines:
+                lines = ", ".join(map(str, exc.ca_lines))
+                certs = (
+                    f" A @cert-authority line matches this host ({self.known_hosts} line {lines}), but "
+                    "maintainer does not support host certificates: add the host's own key."
+                )
             return (
                 f"host key for {name} is not in known_hosts file {self.known_hosts}{missing} "
                 f"(strict host-key checking; the server offered {_describe(exc.key)}). "
                 f"Verify that key, then add it: ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}"
+                f"{certs}"
             )
         if isinstance(exc, paramiko.BadHostKeyException):
             return (
@@ -438,18 +728,23 @@ class SSHTransport(Transport):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         stdin: bytes | None = None,
+        cancel: threading.Event | None = None,
     ) -> CommandResult:
-        line = shell_line(command, cwd=cwd, env=env, wrapper=_timeout_argv(timeout))
+        # A command that may be cancelled needs a process group of its own, which
+        # GNU timeout gives it; without a timeout, "timeout 0" does only that.
+        line = shell_line(
+            command, cwd=cwd, env=env, wrapper=_timeout_argv(timeout, own_group=cancel is not None)
+        )
         # stdin data cannot be fed through the shared shell: stream it over its own session.
         if self.mode == "exec" or stdin is not None or self._shell_unusable:
-            return self._run_exec(line, timeout, stdin)
+            return self._run_exec(line, timeout, stdin, cancel)
         started = time.monotonic()
         for _attempt in range(2):
             shell = self._take_shell()
             if shell is None:  # no shell could be opened: fall back to exec for this call
-                return self._run_exec(line, timeout, stdin)
+                return self._run_exec(line, timeout, stdin, cancel)
             try:
-                return self._run_in_shell(shell, line, timeout, started)
+                return self._run_in_shell(shell, line, timeout, started, cancel)
             except _ShellLost as exc:
                 if exc.sent:
                     raise TransportError(
@@ -461,10 +756,17 @@ class SSHTransport(Transport):
                 self._give_back(shell)
         raise TransportError(f"{self.label}: could not send the command to a remote shell")
 
-    def _run_in_shell(self, shell: _Shell, line: str, timeout: float | None, started: float) -> CommandResult:
+    def _run_in_shell(
+        self,
+        shell: _Shell,
+        line: str,
+        timeout: float | None,
+        started: float,
+        cancel: threading.Event | None = None,
+    ) -> CommandResult:
         token = _token()
         script = (
-            f"{_guarded(line, timeout, with_stdin=False)}; "
+            f"{_guarded(line, timeout is not None or cancel is not None, with_stdin=False)}; "
             f"printf '%s:%d\\n' {token} \"$__mt_rc\"; printf '%s\\n' {token} >&2\n"
         )
         shell.drain()
@@ -474,20 +776,36 @@ class SSHTransport(Transport):
             shell.broken = True
             raise _ShellLost(f"cannot send: {exc}", sent=False) from exc
         deadline = _deadline(started, timeout)
+        stop = None if cancel is None else _Canceller(self, cancel, shell.pid)
         try:
-            rc, out, err = _read_frame(shell.channel, token.encode(), deadline)
+            rc, out, err = _read_frame(shell.channel, token.encode(), deadline, stop)
         except _ShellLost:
             shell.broken = True
+            if stop is not None and stop.finish():
+                return _result(-1, b"", b"", started, timed_out=False, cancelled=True)
             raise
         except _NoAnswer as exc:
-            # The remote timeout should have answered long ago: give the session up.
+            # The remote timeout (or our kill) should have answered long ago: give the session up.
             shell.broken = True
-            return _result(-1, exc.out, exc.err, started, timed_out=True)
+            cancelled = stop is not None and stop.finish()
+            if cancelled:
+                log.warning("%s: a cancelled command did not end; closing its shell session", self.label)
+            return _result(-1, exc.out, exc.err, started, timed_out=not cancelled, cancelled=cancelled)
+        if stop is not None and stop.finish():
+            return _result(rc, out, err, started, timed_out=False, cancelled=True)
         return _result(rc, out, err, started, timed_out=_timed_out(rc, timeout, started))
 
-    def _run_exec(self, line: str, timeout: float | None, stdin: bytes | None) -> CommandResult:
+    def _run_exec(
+        self, line: str, timeout: float | None, stdin: bytes | None, cancel: threading.Event | None = None
+    ) -> CommandResult:
         started = time.monotonic()
-        script = f'{_guarded(line, timeout, with_stdin=stdin is not None)}; exit "$__mt_rc"'
+        grouped = timeout is not None or cancel is not None
+        script = f'{_guarded(line, grouped, with_stdin=stdin is not None)}; exit "$__mt_rc"'
+        stop = None
+        if cancel is not None:
+            # the session's bash first reports its PID on stderr: its children are the command
+            stop = _Canceller(self, cancel, None, _token())
+            script = f"printf '%s:%d\\n' {stop.token} \"$$\" >&2; {script}"
         chan, generation = self._open_exec_channel()
         try:
             chan.exec_command(f"bash --noprofile --norc -c {shlex.quote(script)}")
@@ -501,9 +819,14 @@ class SSHTransport(Transport):
                 chan.shutdown_write()
             deadline = _deadline(started, timeout)
             try:
-                rc, out, err = _read_until_exit(chan, deadline)
+                rc, out, err = _read_until_exit(chan, deadline, stop)
             except _NoAnswer as exc:
-                return _result(-1, exc.out, exc.err, started, timed_out=True)
+                cancelled = stop is not None and stop.finish()
+                if cancelled:
+                    log.warning("%s: a cancelled command did not end; closing its session", self.label)
+                return _result(-1, exc.out, exc.err, started, timed_out=not cancelled, cancelled=cancelled)
+            if stop is not None and stop.finish():
+                return _result(rc, out, err, started, timed_out=False, cancelled=True)
             if rc == -1 and not chan.get_transport().is_active():
                 raise TransportError(
                     f"{self.label}: the connection was lost while running a command; "
@@ -515,6 +838,8 @@ class SSHTransport(Transport):
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise TransportError(f"{self.label}: SSH session failed: {exc}") from exc
         finally:
+            if stop is not None:
+                stop.finish()
             chan.close()
             self._release_exec_slot(generation)
 
@@ -610,10 +935,11 @@ class SSHTransport(Transport):
         try:
             chan.exec_command(self.shell_command)
             # Handshake: whatever the login prints (motd, rc-file noise) comes before
-            # this token and is thrown away; it also proves that bash answers.
+            # this token and is thrown away; it also proves that bash answers, and
+            # tells its PID (in place of an exit code), which a cancel needs.
             token = _token()
-            chan.sendall(f"printf '%s:0\\n' {token}; printf '%s\\n' {token} >&2\n".encode())
-            _read_frame(chan, token.encode(), time.monotonic() + self.connect_timeout)
+            chan.sendall(f"printf '%s:%d\\n' {token} \"$$\"; printf '%s\\n' {token} >&2\n".encode())
+            pid, _, _ = _read_frame(chan, token.encode(), time.monotonic() + self.connect_timeout)
         except (OSError, EOFError, paramiko.SSHException) as exc:
             chan.close()
             if transport.is_active():
@@ -624,7 +950,7 @@ class SSHTransport(Transport):
         except BaseException:
             chan.close()
             raise
-        return _Shell(chan, generation)
+        return _Shell(chan, generation, pid)
 
     def _give_back(self, shell: _Shell) -> None:
         with self._lock:
@@ -682,6 +1008,61 @@ class SSHTransport(Transport):
             if generation == self._generation:
                 self._channels -= 1
             self._slot_freed.notify()
+
+    # -- cancel -----------------------------------------------------------
+
+    def _kill_commands_of(self, host_pid: int) -> None:
+        """Kill what the remote bash ``host_pid`` runs: TERM its command's process group, KILL after grace.
+
+        Kills go over one extra session beside the pool (which leaves room for
+        it under sshd's MaxSessions), never through the pool, whose shells may
+        all be busy with the very commands to kill. Requests that come while a
+        kill runs are batched into the next one, so stopping eight commands
+        costs one session and one grace period, not eight.
+        """
+        with self._kill_cond:
+            self._kill_pending.add(host_pid)
+            while host_pid in self._kill_pending or host_pid in self._killing:
+                if self._killing:  # another thread's batch runs; ours comes next
+                    self._kill_cond.wait()
+                    continue
+                batch = self._killing = set(self._kill_pending)
+                self._kill_pending.clear()
+                self._kill_cond.release()
+                try:
+                    self._run_kill_script(sorted(batch))
+                finally:
+                    self._kill_cond.acquire()
+                    self._killing = set()
+                    self._kill_cond.notify_all()
+
+    def _run_kill_script(self, pids: list[int]) -> None:
+        with self._lock:
+            client = self._client
+        transport = client.get_transport() if client is not None else None
+        if transport is None or not transport.is_active():
+            log.warning("%s: cannot stop the cancelled command: the connection is gone", self.label)
+            return
+        try:
+            chan = self._open_session(transport)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            log.warning("%s: cannot open a session to stop the cancelled command: %s", self.label, exc)
+            return
+        with self._lock:
+            self.sessions_opened += 1
+            self.kill_sessions += 1
+        try:
+            args = " ".join(str(pid) for pid in pids)
+            chan.exec_command(f"bash --noprofile --norc -c {shlex.quote(_KILL_SCRIPT)} mt-kill {args}")
+            chan.shutdown_write()
+            deadline = time.monotonic() + KILL_GRACE_SECONDS + ANSWER_SLACK_SECONDS
+            rc, _, err = _read_until_exit(chan, deadline)
+            if rc != 0:
+                log.warning("%s: stopping a cancelled command failed (rc %d): %r", self.label, rc, err[-500:])
+        except (OSError, EOFError, paramiko.SSHException, _NoAnswer) as exc:
+            log.warning("%s: stopping the cancelled command failed: %s", self.label, exc)
+        finally:
+            chan.close()
 
     # -- files ------------------------------------------------------------
 
@@ -746,16 +1127,23 @@ class SSHTransport(Transport):
 # -- helpers --------------------------------------------------------------
 
 
-class _QuietRetriedOpens(logging.Filter):
-    """paramiko logs a refused session open as ERROR; we retry it or report it ourselves."""
+class _QuietParamiko(logging.Filter):
+    """paramiko's ERROR lines (and the tracebacks it logs line by line) go to our log at DEBUG.
+
+    Every failure they describe (a handshake that timed out, a refused session
+    open, a lost connection) also reaches us as an exception, which we retry or
+    report as one clear sentence; without this, logging's last-resort handler
+    would print paramiko's traceback on stderr in the middle of our output.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR and "open FAILED" in str(record.msg):
+        if record.levelno >= logging.ERROR:
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return True
 
 
-logging.getLogger(PARAMIKO_LOG).addFilter(_QuietRetriedOpens())
+for _name in (PARAMIKO_LOG, f"{PARAMIKO_LOG}.sftp"):  # transport and channels; SFTP
+    logging.getLogger(_name).addFilter(_QuietParamiko())
 
 
 STREAM_POLL_SECONDS = 1.0
@@ -929,18 +1317,49 @@ def _token() -> str:
     return "mt" + secrets.token_hex(16)
 
 
-def _timeout_argv(timeout: float | None) -> list[str]:
-    """GNU timeout in front of the command: it leads its own process group and signals all of it."""
+#: Run as ``bash -c _KILL_SCRIPT mt-kill PID...``: for each remote bash PID, TERM the process
+#: group of each of its children that leads a group of its own (the running command under GNU
+#: timeout); a child still in the bash's group has just been forked and gets a moment to make
+#: its group. Then the grace period for every live (not zombie) member of those groups, then
+#: KILL. /proc only: no procps needed.
+_KILL_SCRIPT = r"""
+declare -A own sig
+for s; do read -r l < "/proc/$s/stat" 2>/dev/null && f=(${l##*) }) && own[$s]=${f[2]}; done
+scan() {
+  pending= live=
+  for p in /proc/[0-9]*/stat; do
+    read -r l < "$p" 2>/dev/null || continue
+    f=(${l##*) })
+    [ -n "${sig[${f[2]}]}" ] && [ "${f[0]}" != Z ] && live=1
+    [ "$1" = term ] && [ -n "${own[${f[1]}]}" ] || continue
+    if [ "${f[2]}" = "${own[${f[1]}]}" ]; then pending=1
+    elif [ -z "${sig[${f[2]}]}" ]; then sig[${f[2]}]=1; live=1; kill -TERM -- "-${f[2]}" 2>/dev/null
+    fi
+  done
+}
+for _ in 1 2 3 4 5 6 7 8 9 10; do scan term; [ -z "$pending" ] && break; sleep 0.05; done
+for _ in $(seq TICKS); do [ -z "$live" ] && exit 0; sleep 0.1; scan; done
+for g in "${!sig[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
+exit 0
+""".replace("TICKS", str(max(1, round(KILL_GRACE_SECONDS * 10)))).strip()
+
+
+def _timeout_argv(timeout: float | None, *, own_group: bool = False) -> list[str]:
+    """GNU timeout in front of the command: it leads its own process group and signals all of it.
+
+    ``own_group`` without a timeout gives ``timeout 0``: just the process group
+    (that a cancel kills), no time limit.
+    """
     if timeout is None:
-        return []
+        return ["timeout", "0"] if own_group else []
     seconds = f"{max(timeout, 0.001):.3f}"  # 0 would mean "no timeout" to GNU timeout
     return ["timeout", "-k", f"{KILL_GRACE_SECONDS:g}", seconds]
 
 
-def _guarded(line: str, timeout: float | None, *, with_stdin: bool) -> str:
+def _guarded(line: str, grouped: bool, *, with_stdin: bool) -> str:
     """Bash that runs ``line`` and leaves its exit code in ``$__mt_rc``.
 
-    With a timeout, ``line`` execs GNU ``timeout`` (see ``_timeout_argv``),
+    ``grouped``: ``line`` execs GNU ``timeout`` (see ``_timeout_argv``),
     which makes itself a process-group leader and sends TERM to the whole
     group, so background children get it too (and KILL after the grace period
     if the command is still running). It runs in the background so we learn
@@ -950,7 +1369,7 @@ def _guarded(line: str, timeout: float | None, *, with_stdin: bool) -> str:
     are left behind.
     """
     redirect = "<&0" if with_stdin else "</dev/null"
-    if timeout is None:
+    if not grouped:
         return f"{line} {redirect}; __mt_rc=$?"
     ticks = max(1, round(KILL_GRACE_SECONDS * 10))  # grace, in steps of 0.1 s
     return (
@@ -976,26 +1395,31 @@ def _timed_out(rc: int, timeout: float | None, started: float) -> bool:
     return timeout is not None and rc in TIMEOUT_CODES and time.monotonic() - started >= timeout
 
 
-def _result(rc: int, out: bytes, err: bytes, started: float, *, timed_out: bool) -> CommandResult:
+def _result(
+    rc: int, out: bytes, err: bytes, started: float, *, timed_out: bool, cancelled: bool = False
+) -> CommandResult:
     return CommandResult(
         rc=rc,
         stdout=out.decode("utf-8", "replace"),
         stderr=err.decode("utf-8", "replace"),
         duration=time.monotonic() - started,
         timed_out=timed_out,
+        cancelled=cancelled,
     )
 
 
-def _wait_readable(chan: paramiko.Channel, deadline: float | None) -> None:
-    """Sleep until the channel has data or news, at most a second at a time."""
-    wait = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+def _wait_readable(chan: paramiko.Channel, deadline: float | None, most: float = 1.0) -> None:
+    """Sleep until the channel has data or news, at most ``most`` seconds at a time."""
+    wait = most if deadline is None else max(0.0, min(most, deadline - time.monotonic()))
     try:
         select.select([chan.fileno()], [], [], wait)
     except (OSError, ValueError):  # closed under us by close(): the caller re-checks
         time.sleep(min(wait, 0.05))
 
 
-def _read_frame(chan: paramiko.Channel, token: bytes, deadline: float | None) -> tuple[int, bytes, bytes]:
+def _read_frame(
+    chan: paramiko.Channel, token: bytes, deadline: float | None, stop: _Canceller | None = None
+) -> tuple[int, bytes, bytes]:
     """Read one command's answer from a shell: ``out TOKEN:rc\\n`` and ``err TOKEN\\n``."""
     out = bytearray()
     err = bytearray()
@@ -1004,7 +1428,12 @@ def _read_frame(chan: paramiko.Channel, token: bytes, deadline: float | None) ->
     out_marker = token + b":"
     err_marker = token + b"\n"
     out_scan = err_scan = 0
+    poll = 1.0 if stop is None else CANCEL_POLL_SECONDS
     while rc is None or not err_done:
+        if stop is not None:
+            deadline = stop.check(deadline)
+            if stop.triggered and time.monotonic() >= stop.deadline:
+                raise _NoAnswer(bytes(out), bytes(err))
         got = False
         if rc is None and chan.recv_ready():
             out += chan.recv(65536)
@@ -1033,15 +1462,22 @@ def _read_frame(chan: paramiko.Channel, token: bytes, deadline: float | None) ->
             raise _ShellLost("the shell exited or its channel closed")
         if deadline is not None and time.monotonic() >= deadline:
             raise _NoAnswer(bytes(out), bytes(err))
-        _wait_readable(chan, deadline)
+        _wait_readable(chan, deadline, poll)
     return rc, bytes(out), bytes(err)
 
 
-def _read_until_exit(chan: paramiko.Channel, deadline: float | None) -> tuple[int, bytes, bytes]:
+def _read_until_exit(
+    chan: paramiko.Channel, deadline: float | None, stop: _Canceller | None = None
+) -> tuple[int, bytes, bytes]:
     """Read an exec session's output to EOF, then its exit status."""
     out = bytearray()
     err = bytearray()
+    poll = 1.0 if stop is None else CANCEL_POLL_SECONDS
     while True:
+        if stop is not None:
+            deadline = stop.check(deadline)
+            if stop.triggered and time.monotonic() >= stop.deadline:
+                raise _NoAnswer(bytes(out), bytes(err))
         got = False
         if chan.recv_ready():
             out += chan.recv(65536)
@@ -1049,13 +1485,17 @@ def _read_until_exit(chan: paramiko.Channel, deadline: float | None) -> tuple[in
         if chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
             got = True
+            if stop is not None and stop.host_pid is None:
+                stop.take_pid(err)
         if got:
             continue
         if chan.eof_received or chan.closed:
             break
         if deadline is not None and time.monotonic() >= deadline:
             raise _NoAnswer(bytes(out), bytes(err))
-        _wait_readable(chan, deadline)
+        _wait_readable(chan, deadline, poll)
+    if stop is not None and stop.host_pid is None:
+        stop.take_pid(err)
     # The exit status comes right after EOF; without one (killed by a signal) it is -1.
     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
     if not chan.status_event.wait(wait):

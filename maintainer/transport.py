@@ -35,6 +35,8 @@ from typing import Any
 from .errors import TransportError
 
 KILL_GRACE_SECONDS = 2.0
+#: how often a running command looks at its cancel event (a stop request reaches it this fast)
+CANCEL_POLL_SECONDS = 0.1
 #: how much of a streaming command's stderr (and, for ``stream_in``, stdout) is kept
 STREAM_TAIL_BYTES = 256 * 1024
 #: unread output a ``stream_out`` reader may leave (tar's end-of-archive padding):
@@ -49,10 +51,13 @@ class CommandResult:
     stderr: str
     duration: float
     timed_out: bool = False
+    #: stopped by a cancel request (SIGINT/SIGTERM of the run), not finished: ``rc`` is what
+    #: the killed command left (e.g. -15 or 143), -1 if it never answered
+    cancelled: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.rc == 0 and not self.timed_out
+        return self.rc == 0 and not self.timed_out and not self.cancelled
 
 
 def shell_line(
@@ -195,8 +200,14 @@ class Transport(ABC):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         stdin: bytes | None = None,
+        cancel: threading.Event | None = None,
     ) -> CommandResult:
-        """Run a command; a timeout kills the command's whole process group."""
+        """Run a command; a timeout kills the command's whole process group.
+
+        Setting ``cancel`` while the command runs kills its whole process group
+        too (TERM, then KILL after ``KILL_GRACE_SECONDS``) and returns at once
+        with ``cancelled=True``.
+        """
 
     @abstractmethod
     def read_file(self, path: str) -> bytes | None:
@@ -272,6 +283,7 @@ class LocalTransport(Transport):
         env: Mapping[str, str] | None = None,
         timeout: float | None = None,
         stdin: bytes | None = None,
+        cancel: threading.Event | None = None,
     ) -> CommandResult:
         argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
         full_env = {**os.environ, **env} if env else None
@@ -285,19 +297,23 @@ class LocalTransport(Transport):
             stderr=subprocess.PIPE,
             start_new_session=True,  # own process group, so a timeout kills all of it
         )
-        timed_out = False
-        try:
-            out, err = proc.communicate(stdin, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc)
-            out, err = proc.communicate()
+        timed_out = cancelled = False
+        if cancel is None:
+            try:
+                out, err = proc.communicate(stdin, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(proc)
+                out, err = proc.communicate()
+        else:
+            out, err, timed_out, cancelled = _communicate_until(proc, stdin, started, timeout, cancel)
         return CommandResult(
             rc=proc.returncode,
             stdout=out.decode("utf-8", "replace"),
             stderr=err.decode("utf-8", "replace"),
             duration=time.monotonic() - started,
             timed_out=timed_out,
+            cancelled=cancelled,
         )
 
     def read_file(self, path: str) -> bytes | None:
@@ -446,16 +462,75 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
         os.close(dir_fd)
 
 
+def _communicate_until(
+    proc: subprocess.Popen[bytes],
+    stdin: bytes | None,
+    started: float,
+    timeout: float | None,
+    cancel: threading.Event,
+) -> tuple[bytes, bytes, bool, bool]:
+    """communicate() that also watches ``cancel``: (stdout, stderr, timed_out, cancelled)."""
+    deadline = None if timeout is None else started + timeout
+    data = stdin
+    while True:
+        wait = CANCEL_POLL_SECONDS
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - time.monotonic()))
+        try:
+            out, err = proc.communicate(data, timeout=wait)
+            return out, err, False, False
+        except subprocess.TimeoutExpired:
+            data = None  # communicate() keeps feeding what it was given first
+            if cancel.is_set():
+                _kill_group(proc)
+                out, err = proc.communicate()
+                return out, err, False, True
+            if deadline is not None and time.monotonic() >= deadline:
+                _kill_group(proc)
+                out, err = proc.communicate()
+                return out, err, True, False
+
+
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """TERM the command's process group; KILL what is left of it after the grace period.
+
+    The grace period is for the whole group, not just its leader: a child that
+    ignores TERM (and would keep the output pipes open) gets KILL too.
+    """
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    try:
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(KILL_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    """True while a live (not zombie) process is in the process group."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Something is left; zombies (orphans that init has not reaped yet) need no grace.
+    try:
+        stats = list(Path("/proc").glob("[0-9]*/stat"))
+    except OSError:
+        return True
+    for stat in stats:
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -495,11 +570,24 @@ class Connections:
             transport.close()
 
 
+#: Ansible connection plugins that reach a host over SSH (short names)
+SSH_LIKE = frozenset({"ssh", "paramiko", "paramiko_ssh", "smart"})
+
+
+def connection_kind(site_vars: Mapping[str, Any]) -> str:
+    """'local' or 'ssh' for the connections maintainer supports; otherwise the name as given."""
+    raw = str(site_vars.get("ansible_connection") or "ssh")
+    short = raw.rsplit(".", 1)[-1]  # ansible.builtin.local -> local
+    if short == "local":
+        return "local"
+    return "ssh" if short in SSH_LIKE else raw
+
+
 def host_key(site_vars: Mapping[str, Any], name: str) -> HostKey:
-    connection = str(site_vars.get("ansible_connection", "ssh"))
+    connection = connection_kind(site_vars)
     if connection == "local":
         return HostKey("local")
-    if connection not in ("ssh", "paramiko", "smart"):
+    if connection != "ssh":
         from .errors import BadInput
 
         raise BadInput(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from ..errors import StepFailed, StepTimeout
+from ..errors import StepCancelled, StepFailed, StepTimeout
 from ..redact import Redactor
 from ..transport import CommandResult, Transport
 
@@ -79,8 +79,18 @@ class StepContext:
     state: dict[str, Any] = field(default_factory=dict)
 
     def sh(self, command: Any, *, ok_codes: tuple[int, ...] = (0,), **kwargs: Any) -> CommandResult:
-        """Run a command on the site; a bad rc or a timeout raises StepFailed."""
-        result = self.transport.run(command, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+        """Run a command on the site; a bad rc or a timeout raises StepFailed.
+
+        A stop request (``cancel``) kills the running command and raises StepCancelled.
+        """
+        kwargs.setdefault("timeout", self.timeout)
+        kwargs.setdefault("cancel", self.cancel)
+        result = self.transport.run(command, **kwargs)
+        if result.cancelled:
+            raise StepCancelled(
+                f"stopped: the run was interrupted and the command was killed after {result.duration:.1f}s",
+                outputs={"rc": result.rc, "stdout": result.stdout, "stderr": result.stderr},
+            )
         if result.timed_out:
             raise StepTimeout(
                 f"timed out after {self.timeout:g}s and was killed",

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..errors import StepFailed
+from ..errors import StepCancelled, StepFailed
 from ..inventory import vault_source
 from .base import Action, ActionResult, Args, StepContext, tail
 
@@ -136,6 +136,8 @@ class PlaybookAction(Action):
             "unreachable": _count(stats, "dark", host),
             "skipped": _count(stats, "skipped", host),
         }
+        if status == "canceled":
+            raise StepCancelled(f"playbook {args.playbook} stopped: the run was interrupted", outputs=outputs)
         if status != "successful":
             why = "; ".join(failures) or tail(stdout, lines=8)
             raise StepFailed(

@@ -124,7 +124,7 @@ class TemplateAction(Action):
         ctx.transport.write_file(candidate, new, _mode(args.mode) or 0o600)
         try:
             command = args.validate_cmd.replace("%s", shlex.quote(candidate))  # type: ignore[union-attr]
-            result = ctx.transport.run(command, timeout=ctx.timeout)
+            result = ctx.transport.run(command, timeout=ctx.timeout, cancel=ctx.cancel)
         finally:
             ctx.transport.run(["rm", "-f", candidate])
         if result.rc != 0 or result.timed_out:

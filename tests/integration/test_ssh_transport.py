@@ -16,13 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 
 from maintainer.errors import TransportError, Unreachable
-from maintainer.ssh import SSHTransport
+from maintainer.ssh import PARAMIKO_LOG, SSHTransport
 from maintainer.transport import Connections
 from tests.helpers import wait_gone
-from tests.servers.sshd import SSHServer, free_port
+from tests.servers.sshd import SSHServer, _login_works, free_port
 
 
 def make(server: SSHServer, **extra: Any) -> SSHTransport:
@@ -352,6 +353,34 @@ def test_silent_port_times_out(sshd_server: SSHServer) -> None:
         assert time.monotonic() - started < 5
 
 
+def test_handshake_timeout_leaves_no_paramiko_traceback(
+    sshd_server: SSHServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """paramiko's own error lines (and traceback) for a silent port go to our log at DEBUG only."""
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as listener:  # accepts TCP but never sends an SSH banner
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        transport = SSHTransport.from_vars(
+            "127.0.0.1", port, "mtest", sshd_server.site_vars(maintainer_connect_timeout=1)
+        )
+        with pytest.raises(Unreachable) as err:
+            transport.connect()
+        # paramiko's transport thread logs its error as it ends, after connect() gave up
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(
+            isinstance(t, paramiko.Transport) and t.is_alive() for t in threading.enumerate()
+        ):
+            time.sleep(0.05)
+    assert err.value.reason == (
+        f"no SSH handshake with 127.0.0.1:{port} within 1s (is an SSH server listening on that port?)"
+    )
+    ours = [r for r in caplog.records if r.name.startswith(PARAMIKO_LOG)]
+    assert any("protocol banner" in r.getMessage() for r in ours)  # kept, for debugging
+    assert [r.getMessage() for r in ours if r.levelno > logging.DEBUG] == []
+
+
 def _other_host_key(tmp_path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
     return " ".join((tmp_path / "other.pub").read_text().split()[:2])
@@ -381,6 +410,99 @@ def test_unknown_host_key_names_the_file_and_the_fix(sshd_server: SSHServer, tmp
     missing = make(sshd_server, maintainer_known_hosts=str(tmp_path / "absent"))
     with pytest.raises(Unreachable, match="does not exist"):
         missing.connect()
+
+
+def _server_key(server: SSHServer) -> str:
+    """The test sshd's host key as ``type base64``."""
+    return " ".join(server.known_hosts.read_text().split()[1:3])
+
+
+def _openssh_accepts(server: SSHServer, known: Path) -> bool:
+    """What OpenSSH's own client makes of the same known_hosts file (strict checking)."""
+    return _login_works(server.port, server.key_file, known)
+
+
+def test_known_hosts_markers_hashes_and_bad_lines_are_read_like_openssh(
+    sshd_server: SSHServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = _other_host_key(tmp_path)
+    name = f"[127.0.0.1]:{sshd_server.port}"
+    hashed = tmp_path / "hashed"
+    hashed.write_text(f"{name} {_server_key(sshd_server)}\n")
+    subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(hashed)], check=True, capture_output=True)
+    assert hashed.read_text().startswith("|1|")
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "# a comment, then a blank line\n"
+        "\n"
+        f"@cert-authority *.example.com {other}\n"  # 3: skipped (not for this host)
+        f"@revoked * {other}\n"  # 4: some other key is revoked
+        "not-a-key-line\n"  # 5: malformed
+        "host.example ssh-ed25519 !!!not-base64!!!\n"  # 6: malformed
+        "host.example ssh-unknown-type AAAAC3NzaC1lZDI1NTE5\n"  # 7: a type we cannot use: skipped quietly
+        "@bogus-marker host.example ssh-ed25519 AAAA\n"  # 8: malformed
+        f"{hashed.read_text()}"  # 9: the server, hashed name
+    )
+    assert _openssh_accepts(sshd_server, known)
+    transport = make(sshd_server, maintainer_known_hosts=str(known))
+    try:
+        assert transport.run("echo in").stdout == "in\n"
+    finally:
+        transport.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [w.split(": ")[0] for w in warnings] == [f"{known}:5", f"{known}:6", f"{known}:8"], warnings
+    assert all("malformed known_hosts line ignored" in w for w in warnings)
+
+
+def test_wildcards_and_negation_in_known_hosts(sshd_server: SSHServer, tmp_path: Path) -> None:
+    key = _server_key(sshd_server)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"nothere,[127.0.0.?]:*,!other {key}\n")
+    transport = make(sshd_server, maintainer_known_hosts=str(known))
+    try:
+        assert transport.run("echo in").stdout == "in\n"
+    finally:
+        transport.close()
+    known.write_text(f"*,![127.0.0.1]:{sshd_server.port} {key}\n")  # negated: not for this host
+    with pytest.raises(Unreachable, match="not in known_hosts"):
+        make(sshd_server, maintainer_known_hosts=str(known)).connect()
+
+
+@pytest.mark.parametrize("also_listed", [True, False], ids=["also-listed", "only-revoked"])
+def test_revoked_host_key_is_refused(sshd_server: SSHServer, tmp_path: Path, also_listed: bool) -> None:
+    key = _server_key(sshd_server)
+    known = tmp_path / "known_hosts"
+    plain = f"[127.0.0.1]:{sshd_server.port} {key}\n" if also_listed else ""
+    known.write_text(f"{plain}@revoked * {key}\n")
+    assert not _openssh_accepts(sshd_server, known)
+    transport = make(sshd_server, maintainer_known_hosts=str(known))
+    with pytest.raises(Unreachable) as err:
+        transport.run("true")
+    reason = err.value.reason
+    assert f"is marked @revoked in {known}" in reason, reason
+    assert "ssh-ed25519 key SHA256:" in reason and "refusing to connect" in reason
+    # the explicit opt-out of host-key checking still refuses a revoked key, as OpenSSH does
+    unchecked = make(sshd_server, maintainer_known_hosts=str(known), maintainer_host_key_checking=False)
+    with pytest.raises(Unreachable, match="is marked @revoked"):
+        unchecked.connect()
+
+
+def test_cert_authority_lines_are_named_in_the_unknown_key_message(
+    sshd_server: SSHServer, tmp_path: Path
+) -> None:
+    ca = _other_host_key(tmp_path)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"@cert-authority [127.0.0.1]:* {ca}\n")
+    with pytest.raises(Unreachable) as err:
+        make(sshd_server, maintainer_known_hosts=str(known)).connect()
+    assert "not in known_hosts" in err.value.reason
+    assert f"@cert-authority line matches this host ({known} line 1)" in err.value.reason
+    assert "does not support host certificates" in err.value.reason
+
+    known.write_text(f"@cert-authority *.example.com {ca}\n")  # a CA for other hosts: not mentioned
+    with pytest.raises(Unreachable) as err:
+        make(sshd_server, maintainer_known_hosts=str(known)).connect()
+    assert "not in known_hosts" in err.value.reason and "certificate" not in err.value.reason
 
 
 def test_host_key_checking_opt_out(

@@ -463,3 +463,28 @@ def test_same_inventory_works_with_ansible_inventory(production: Inventory) -> N
         # same precedence; ansible-inventory shows templates unrendered, so compare plain vars
         for key in ("cms", "ansible_user", "ansible_host", "ansible_port", "maintenance_window"):
             assert hostvars[s.name].get(key) == s.vars.get(key), (s.name, key)
+
+
+@pytest.mark.parametrize(
+    ("declared", "kind"),
+    [
+        ("local", "local"),
+        ("ansible.builtin.local", "local"),
+        ("ssh", "ssh"),
+        ("paramiko_ssh", "ssh"),
+        ("ansible.builtin.ssh", "ssh"),
+        ("community.docker.docker", "community.docker.docker"),
+    ],
+)
+def test_the_site_and_its_transport_agree_on_the_connection(declared: str, kind: str) -> None:
+    from maintainer.errors import BadInput
+    from maintainer.inventory import Site
+    from maintainer.transport import host_key
+
+    site = Site("s", {"ansible_connection": declared, "ansible_host": "127.0.0.1"}, [])
+    assert site.connection == kind
+    if kind in ("local", "ssh"):
+        assert host_key(site.vars, "s").connection == kind
+    else:
+        with pytest.raises(BadInput, match="not supported"):
+            host_key(site.vars, "s")
