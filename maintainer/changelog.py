@@ -62,7 +62,8 @@ CSV_COLUMNS = (
     "hash",
 )
 
-#: every status an entry records: a run's (ok, failed, interrupted, refused) or a site's
+#: every status an entry records: a run's (ok, failed, interrupted) or a site's; "refused" (every
+#: site locked) is no longer recorded, but logs written by earlier versions may hold it
 STATUSES = ("ok", "failed", "unreachable", "locked", "skipped", "interrupted", "refused")
 #: how a run was started, as recorded in ``trigger.kind``
 TRIGGER_KINDS = ("manual", "cron", "ci", "systemd", "script", "api")
@@ -108,7 +109,8 @@ class VerifyReport:
     entries: int
     #: hash of the last good entry: auditors keep it elsewhere to detect truncation
     head_hash: str | None
-    #: first seq (or line number if the seq is unreadable) where the chain breaks
+    #: first seq (or line number if the seq is unreadable) where the chain breaks; None when ok,
+    #: and when every entry is intact but the expected head is missing (a cut tail: see reason)
     first_bad_seq: int | None
     reason: str | None
 
@@ -452,14 +454,21 @@ class _Chain:
         if self.problem is not None:
             return VerifyReport(False, self.count, self.head, *self.problem)
         if not self.seen_expected:
-            # we cannot tell a cut tail from a re-hashed last entry: point at the last one we have
+            # every entry checked is intact, so none is named as bad: a cut tail (or a rewritten
+            # last entry, which looks the same) is told by where the log ends now
+            ends = (
+                f"the log ends at entry {self.count} (hash {self.head})"
+                if self.count
+                else "the log has no entries"
+            )
             return VerifyReport(
                 False,
                 self.count,
                 self.head,
-                max(self.count, 1),
-                f"head hash differs from the expected one: {self.expect_head} is not the hash of any "
-                "entry, so entries were removed from the end or the last entry was rewritten",
+                None,
+                f"{ends}, and the expected head {self.expect_head} is not the hash of any entry: "
+                "entries were removed from the end (or the last entry was rewritten, "
+                "or the head is from another log)",
             )
         return VerifyReport(True, self.count, self.head, None, None)
 

@@ -50,13 +50,17 @@ def _emit_json(data: Any) -> None:
 
 
 def _pass_project(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Like click.pass_obj, but the project directory must exist (else exit 2), for every command."""
+    """Like click.pass_obj, but the project must load (else exit 2), for every command.
+
+    The directory must exist and its maintainer.toml be valid (unknown keys, wrong types), even
+    for commands that read no setting, so every command treats a broken project alike.
+    """
 
     @click.pass_obj
     def wrapper(project: Path, *args: Any, **kwargs: Any) -> Any:
-        from .project import project_dir
+        from .project import load_project
 
-        return func(project_dir(project), *args, **kwargs)
+        return func(load_project(project).root, *args, **kwargs)
 
     return functools.update_wrapper(wrapper, func)
 
@@ -222,7 +226,16 @@ def run(
             _emit_json({"dry_run": True, **result.plan.record()})
         else:
             out.print_plan(result.plan, out.make_console())
-        return ExitCode.OK
+        missed = engine.unplanned(result.plan)
+        if missed:
+            # exit 1: a CI pre-flight must notice the sites the real run would not reach
+            click.secho(
+                f"{len(missed)} site(s) could not be previewed: "
+                + "; ".join(f"{name}: {why}" for name, why in missed.items()),
+                err=True,
+                fg="red",
+            )
+        return result.exit_code
 
     if live:
         # the display starts once the plan says how many sites there are
@@ -232,6 +245,15 @@ def run(
         result = engine.run(options, reporter=out.PlainReporter(), cancel=cancel)
     if output == "json":
         _emit_json(result.record())
+    elif result.entry is None and result.unrecorded is not None:
+        # refused before starting: no summary table claiming a recorded run, just who holds what
+        for name, site in result.sites.items():
+            click.echo(f"{name}: {site.status} ({site.host}): {site.error}", err=True)
+        click.secho(
+            "REFUSED: every selected site is locked by another run; nothing was run or recorded.",
+            err=True,
+            fg="red",
+        )
     else:
         if verbose:
             out.print_details(result, console)
@@ -451,9 +473,9 @@ def log_verify(project: Path, expect_head: str | None, output: str) -> int:
     elif report.ok:
         click.echo(f"OK: {report.entries} entries, chain intact; head {report.head_hash}")
     else:
-        click.secho(
-            f"TAMPERED: {report.reason} (first bad entry: {report.first_bad_seq})", fg="red", err=True
-        )
+        # a cut tail has no bad entry to name: the reason says where the log ends instead
+        first = f" (first bad entry: {report.first_bad_seq})" if report.first_bad_seq is not None else ""
+        click.secho(f"TAMPERED: {report.reason}{first}", fg="red", err=True)
     return ExitCode.OK if report.ok else ExitCode.SITE_FAILED
 
 

@@ -5,8 +5,10 @@
 ``--dry-run`` is "stop after plan". Execution runs sites in ``serial``
 batches (the first is the canary) on a bounded thread pool; a failed step
 triggers the site's undo and ``rollback`` steps; ``finally`` steps always
-run; ``max_fail`` stops scheduling new batches. A cancel event (SIGINT,
-SIGTERM) lets no new step start, while in-flight sites still roll back.
+run (a failed one fails the site); ``max_fail`` (default: unlimited) stops
+scheduling new batches, and so does a batch in which every site failed. A
+cancel event (SIGINT, SIGTERM) lets no new step start, while in-flight sites
+still roll back.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .errors import (
     LockHeld,
     MaintainerError,
     RecordFailed,
+    StepCancelled,
     StepFailed,
     StepTimeout,
     Unreachable,
@@ -51,7 +54,7 @@ from .inventory import Inventory, Site, load_inventory
 from .project import Project, load_project
 from .redact import Redactor
 from .runbook import LoadedRunbook, Step, count_of, load, resolve, resolve_params, secret_params
-from .transport import Connections, Transport
+from .transport import Connections, Transport, host_key
 
 log = logging.getLogger("maintainer")
 
@@ -217,7 +220,8 @@ class Plan:
                     "steps": [p.record(self.redactor) for p in sp.steps],
                     "rollback": [p.record(self.redactor) for p in sp.rollback],
                     "finally": [p.record(self.redactor) for p in sp.finally_],
-                    **({"error": sp.error} if sp.error else {}),
+                    # a site the dry run could not preview: the real run would fail there
+                    **({"previewed": False, "error": sp.error} if sp.error else {}),
                 }
                 for sp in self.sites
             },
@@ -234,6 +238,8 @@ class RunResult:
     duration: float
     exit_code: ExitCode
     entry: dict[str, Any] | None = None  # the change-log record
+    #: the entry's document for a run refused before starting (every site locked): not recorded
+    unrecorded: dict[str, Any] | None = None
 
     @property
     def succeeded(self) -> dict[str, SiteResult]:
@@ -246,6 +252,8 @@ class RunResult:
     def record(self) -> dict[str, Any]:
         if self.entry is not None:
             return self.entry
+        if self.unrecorded is not None:
+            return self.unrecorded
         return {**self.plan.record(), "status": self.status}
 
 
@@ -357,6 +365,25 @@ def make_batches(count: int, serial: int | str | None) -> list[list[int]]:
     size = count_of(serial, count) if serial not in (None, 0) else count
     size = max(1, size or count or 1)
     return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
+def _all_failed(batch: list[SiteResult]) -> bool:
+    """No site of the batch succeeded and at least one failed or was unreachable.
+
+    Sites that never started (locked, interrupted) do not count as a success: a batch of one
+    failed site and one locked site still stops the run.
+    """
+    statuses = {r.status for r in batch}
+    return SITE_OK not in statuses and bool(statuses & {SITE_FAILED, SITE_UNREACHABLE})
+
+
+def where(site: Site) -> str:
+    """Where a site is reached: user@host:port, or local (as its transport's label says)."""
+    try:
+        key = host_key(site.vars, site.name)
+    except MaintainerError:
+        return ""  # an unsupported connection: the site's error says so
+    return "local" if key.connection == "local" else f"{key.user}@{key.host}:{key.port}"
 
 
 def _shown(value: Any, redactor: Redactor) -> str:
@@ -477,9 +504,19 @@ def preview(plan: Plan, project: Project, connections: Connections, options: Run
     """Fill each planned step's dry-run view (e.g. a template's diff); reads, never writes."""
     # in a dry run no step has run yet: every step reads as pending, as at plan time
     pending = {s.id: {"status": "pending", "outputs": {}} for _, s in plan.runbook.model.all_steps()}
+    unreachable: dict[str, Unreachable] = {}  # one try per host, as in a real run
     for site_plan in plan.sites:
         try:
             transport = connections.for_site(site_plan.site.vars, site_plan.site.name)
+            # connect even when no step reads the site: an unreachable site or a wrong
+            # host key must show in the plan (and fail the dry run), not only in the real run
+            if transport.label in unreachable:
+                raise unreachable[transport.label]
+            try:
+                transport.connect()
+            except Unreachable as exc:
+                unreachable[transport.label] = exc
+                raise
             for planned in site_plan.steps:
                 if planned.args is None:
                     continue
@@ -489,6 +526,11 @@ def preview(plan: Plan, project: Project, connections: Connections, options: Run
                 planned.preview = action.dry_run(ctx, action.Args.model_validate(planned.args))
         except (MaintainerError, OSError) as exc:
             site_plan.error = plan.redactor.text(str(exc))
+
+
+def unplanned(plan: Plan) -> dict[str, str]:
+    """The sites a dry run could not preview (unreachable, refused, unreadable), with why."""
+    return {sp.site.name: sp.error for sp in plan.sites if sp.error}
 
 
 def _step_context(
@@ -540,30 +582,42 @@ class Executor:
     def execute(self) -> dict[str, SiteResult]:
         results: dict[str, SiteResult] = {}
         failed = 0
+        # as Ansible does with serial: a batch whose every site failed stops the run, whatever
+        # max_fail says (the canary batch gates the others even without max_fail)
+        failed_batch: str | None = None
         stop_heartbeat = threading.Event()
         heartbeat = threading.Thread(target=self._heartbeat, args=(stop_heartbeat,), daemon=True)
         heartbeat.start()
         try:
             with ThreadPoolExecutor(max_workers=self.plan.concurrency, thread_name_prefix="site") as pool:
-                for batch in self.plan.batches:
+                for number, batch in enumerate(self.plan.batches, 1):
                     site_plans = [self.plan.sites[i] for i in batch]
-                    stop_reason = self._stop_reason(failed)
+                    stop_reason = self._stop_reason(failed, failed_batch)
                     if stop_reason:
                         for sp in site_plans:
-                            results[sp.site.name] = SiteResult(sp.site.name, SITE_SKIPPED, error=stop_reason)
+                            results[sp.site.name] = SiteResult(
+                                sp.site.name, SITE_SKIPPED, host=where(sp.site), error=stop_reason
+                            )
                         continue
-                    for result in pool.map(self.run_site, site_plans):
+                    batch_results = list(pool.map(self.run_site, site_plans))
+                    for result in batch_results:
                         results[result.name] = result
                         if result.status in (SITE_FAILED, SITE_UNREACHABLE):
                             failed += 1
+                    if failed_batch is None and _all_failed(batch_results):
+                        names = ", ".join(r.name for r in batch_results)
+                        what = "the canary batch" if number == 1 else f"batch {number}"
+                        failed_batch = f"every site of {what} failed ({names})"
         finally:
             stop_heartbeat.set()
             heartbeat.join(timeout=5)
         return results
 
-    def _stop_reason(self, failed: int) -> str | None:
+    def _stop_reason(self, failed: int, failed_batch: str | None) -> str | None:
         if self.cancel.is_set():
             return "not started: the run was interrupted"
+        if failed_batch is not None:
+            return f"not started: {failed_batch}"
         if self.plan.max_fail is not None and failed > self.plan.max_fail:
             return f"not started: {failed} site(s) failed, more than max_fail {self.plan.max_fail}"
         return None
@@ -598,13 +652,16 @@ class Executor:
             return self._run_site(site_plan)
         except Exception as exc:  # a bug: record it for this site, keep the run and the change log going
             log.error("internal error on %s:\n%s", site_plan.site.name, traceback.format_exc())
-            result = SiteResult(site_plan.site.name, SITE_FAILED, internal_error=True)
+            result = SiteResult(
+                site_plan.site.name, SITE_FAILED, host=where(site_plan.site), internal_error=True
+            )
             result.error = f"internal error: {type(exc).__name__}: {exc} (please report: {REPORT_URL})"
             return self._finish(result, time.monotonic())
 
     def _run_site(self, site_plan: SitePlan) -> SiteResult:
         site = site_plan.site
-        result = SiteResult(site.name, started=now_iso())
+        # where we try to connect, known before connecting: unreachable sites show it too
+        result = SiteResult(site.name, host=where(site), started=now_iso())
         started = time.monotonic()
         if self.cancel.is_set():
             result.status, result.error = SITE_SKIPPED, "not started: the run was interrupted"
@@ -677,6 +734,7 @@ class Executor:
         done: list[tuple[PlannedStep, Any, ActionResult]] = []
         failure: str | None = None
         interrupted = False
+        stopped: str | None = None  # the step a stop request killed while it ran
         for planned in site_plan.steps:
             if self.cancel.is_set():
                 interrupted = True
@@ -685,6 +743,10 @@ class Executor:
             result.steps.append(step_result)
             if step_result.status == "ok" and action_result is not None:
                 done.append((planned, args, action_result))
+            if step_result.status == "interrupted":
+                # SIGINT/SIGTERM killed the running command: the step did not fail on its own
+                interrupted, stopped = True, planned.step.id
+                break
             if step_result.status in ("failed", "timeout"):
                 if step_result.error and step_result.error.startswith("internal error"):
                     result.internal_error = True
@@ -694,20 +756,37 @@ class Executor:
         if failure or interrupted:
             # rollback steps must not be cut short by the cancel that stopped the run
             undone, undo_ok = self._undo(done, site, transport, steps_ctx, state, result)
-            rollback_ok = self._run_section(site_plan.rollback, site, transport, steps_ctx, state, result)
-            if not (undo_ok and rollback_ok):
+            rollback_failed = self._run_section(site_plan.rollback, site, transport, steps_ctx, state, result)
+            if not undo_ok or rollback_failed:
                 result.rollback = "failed"
             elif undone or site_plan.rollback:
                 result.rollback = "ok"
-        self._run_section(site_plan.finally_, site, transport, steps_ctx, state, result)
+        # every finally step runs, even after one failed; a failed one (without continue_on_error)
+        # fails the site: it may be left e.g. in maintenance mode, which must not look healthy
+        finally_failed = [
+            f"finally step '{planned.step.id}' failed: {step_result.error}"
+            for planned, step_result in self._run_section(
+                site_plan.finally_, site, transport, steps_ctx, state, result
+            )
+            if not planned.step.continue_on_error
+        ]
         if interrupted:
-            result.status, result.error = SITE_INTERRUPTED, "interrupted before the next step; rolled back"
+            result.status = SITE_INTERRUPTED
+            result.error = (
+                f"interrupted while step '{stopped}' ran (it was stopped); rolled back"
+                if stopped
+                else "interrupted before the next step; rolled back"
+            )
         elif failure:
             result.status, result.error = SITE_FAILED, failure
             if result.rollback == "failed":
                 result.error += "; ROLLBACK FAILED: the site may be left in an unsafe state, check it now"
+        elif finally_failed:
+            result.status, result.error = SITE_FAILED, ""
         else:
             result.status = SITE_OK
+        if finally_failed:
+            result.error = "; ".join(filter(None, [result.error, *finally_failed]))
 
     def _undo(
         self,
@@ -746,15 +825,19 @@ class Executor:
         steps_ctx: dict[str, Any],
         state: dict[str, Any],
         result: SiteResult,
-    ) -> bool:
-        ok = True
+    ) -> list[tuple[PlannedStep, StepResult]]:
+        """Run every step of a rollback or finally section, whatever fails: the failed ones."""
+        failed = []
         for planned in planned_steps:
             step_result, _, _ = self._run_step(
                 planned, site, transport, steps_ctx, state, cancel=threading.Event()
             )
             result.steps.append(step_result)
-            ok = ok and step_result.status in ("ok", "skipped")
-        return ok
+            if step_result.status not in ("ok", "skipped"):
+                failed.append((planned, step_result))
+                if step_result.error and step_result.error.startswith("internal error"):
+                    result.internal_error = True
+        return failed
 
     def _ctx(
         self,
@@ -806,7 +889,13 @@ class Executor:
                 outcome.changes = self.plan.redactor(action_result.changes)
                 outcome.changed = action_result.changed
         except StepFailed as exc:
-            outcome.status = "timeout" if isinstance(exc, StepTimeout) else "failed"
+            outcome.status = (
+                "interrupted"
+                if isinstance(exc, StepCancelled)
+                else "timeout"
+                if isinstance(exc, StepTimeout)
+                else "failed"
+            )
             outcome.error = self.plan.redactor.text(str(exc))
             outcome.outputs = self.plan.redactor(exc.outputs)
         except (TemplateError, BadInput, ValidationError) as exc:
@@ -877,7 +966,9 @@ def run(
             if on_plan:
                 on_plan(the_plan)
             stamp = now_iso()
-            return RunResult(the_plan, "planned", {}, stamp, stamp, 0.0, ExitCode.OK)
+            # a CI pre-flight must see the sites that the real run would not reach
+            code = ExitCode.SITE_FAILED if unplanned(the_plan) else ExitCode.OK
+            return RunResult(the_plan, "planned", {}, stamp, stamp, 0.0, code)
         if on_plan:
             on_plan(the_plan)
         started_iso, started = now_iso(), time.monotonic()
@@ -894,7 +985,13 @@ def run(
         exit_code=ExitCode.OK,
     )
     result.status, result.exit_code = outcome_of(results, cancel.is_set())
-    result.entry = record(project, change_log_entry(result, options))
+    entry = change_log_entry(result, options)
+    if result.status == "refused":
+        # refused before starting (every site locked by another run): nothing ran, nothing is
+        # logged, as for bad input; the document still says who holds the locks
+        result.unrecorded = {**entry, "recorded": False}
+    else:
+        result.entry = record(project, entry)
     return result
 
 

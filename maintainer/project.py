@@ -32,7 +32,7 @@ class Project:
     def inventory_sources(self, given: tuple[str, ...] | list[str]) -> list[str]:
         if given:
             # typed in a shell: relative to where the user stands, else to the project
-            return [s if Path(s).is_absolute() or Path(s).exists() else str(self.root / s) for s in given]
+            return [self._given_source(s) for s in given]
         if not self.settings.inventory:
             raise BadInput(
                 "no inventory given.",
@@ -40,6 +40,21 @@ class Project:
             )
         # from maintainer.toml: always relative to the project, wherever maintainer runs from
         return [str(self.root / s) for s in self.settings.inventory]
+
+    def _given_source(self, source: str) -> str:
+        path = Path(source).expanduser()
+        if path.is_absolute() or path.exists():
+            return str(path) if path.is_absolute() else source
+        in_project = self.root / source
+        if in_project.exists():
+            return str(in_project)
+        raise BadInput(
+            f"inventory '{source}' not found: tried {Path.cwd() / path} (from the current directory) "
+            f"and {in_project} (in the project).",
+            key="-i",
+            fix="check the path given with -i: relative paths are looked up from the current "
+            "directory first, then from the project directory.",
+        )
 
 
 _TABLE = "maintainer"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
+import yaml
 from jinja2 import TemplateNotFound, TemplateSyntaxError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -32,6 +33,9 @@ _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 _STEP_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+#: names that ``steps.<name>`` / ``params.<name>`` cannot take: Jinja resolves ``x.items`` to the
+#: dict method before the key, so ``steps.clear.outputs`` would fail at run time
+DICT_ATTRIBUTES = frozenset(name for name in dir(dict) if not name.startswith("__"))
 
 
 def parse_duration(value: int | float | str) -> float:
@@ -464,6 +468,14 @@ def load(path: Path, project: Path | None = None) -> LoadedRunbook:
     params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
     by_var: dict[str, str] = {}
     for param in params:
+        if str(param) in DICT_ATTRIBUTES:
+            problem(
+                f"param name '{param}' is the name of a dict method: params.{param} would read "
+                "that method, not the param.",
+                ("params", param),
+                fix=f"rename the param, e.g. '{param}_list' or a name that says what it holds "
+                f"(reserved: {', '.join(sorted(DICT_ATTRIBUTES))}).",
+            )
         var = env_var_for(str(param))
         if var in by_var:
             problem(
@@ -472,9 +484,8 @@ def load(path: Path, project: Path | None = None) -> LoadedRunbook:
                 fix="rename one of them.",
             )
         by_var.setdefault(var, str(param))
-    templates_root = templates_dir(project) if project is not None else None
-    if templates_root is None and (inferred := _project_of(path)) is not None:
-        templates_root = templates_dir(inferred)
+    project_root = project if project is not None else _project_of(path)
+    templates_root = templates_dir(project_root) if project_root is not None else None
     step_lines: dict[tuple[str, int], int] = {}
     seen: dict[str, tuple[str, int]] = {}
     sections: dict[str, list[Any]] = {}
@@ -498,6 +509,14 @@ def load(path: Path, project: Path | None = None) -> LoadedRunbook:
                 )
             else:
                 seen[step_id] = (section, index)
+            if step_id in DICT_ATTRIBUTES:
+                problem(
+                    f"step id '{step_id}' is the name of a dict method: steps.{step_id} would read "
+                    "that method, not this step's status and outputs.",
+                    (*loc, "id"),
+                    fix=f"rename the step, e.g. '{step_id}_cache' or '{step_id}_step' "
+                    f"(reserved: {', '.join(sorted(DICT_ATTRIBUTES))}).",
+                )
             if isinstance(step.get("uses"), str):
                 _check_action(step["uses"], step.get("with"), loc, problem)
             # in main steps only earlier steps have outputs; rollback/finally may read any
@@ -506,6 +525,8 @@ def load(path: Path, project: Path | None = None) -> LoadedRunbook:
             if step.get("uses") == "template" and templates_root is not None:
                 where = f"{path}:{step_lines[(section, index)]}"
                 _check_template_file(step, loc, where, templates_root, params, visible, problem)
+            if step.get("uses") == "playbook" and project_root is not None:
+                _check_playbook_file(step, loc, project_root / PLAYBOOKS_DIR, problem)
     if problems or model is None:
         unique = list({(p.file, p.line, p.key, p.message): p for p in problems}.values())
         unique.sort(key=lambda p: (p.file != str(path), p.file or "", p.line or 0))
@@ -700,6 +721,65 @@ def _check_templates(
             problem(message, where, fix=fix)
 
 
+PLAYBOOKS_DIR = "playbooks"
+
+
+class _PlaybookLoader(yaml.SafeLoader):
+    """Safe YAML that lets Ansible's own tags (!vault, !unsafe) through: only the syntax is checked."""
+
+
+_PlaybookLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def _check_playbook_file(
+    step: dict[str, Any], loc: tuple[str | int, ...], root: Path, problem: Report
+) -> None:
+    """The file of a ``playbook`` step with a literal name: found under playbooks/ and valid YAML.
+
+    Checked before anything runs, so a typo cannot fail a run after earlier steps changed every site.
+    """
+    with_ = step.get("with")
+    name = with_.get("playbook") if isinstance(with_, dict) else None
+    if not isinstance(name, str) or not name or templating.has_template(name):
+        return  # a templated name is only known at run time
+    file = root / name
+    if not file.is_file():
+        close = difflib.get_close_matches(
+            name, sorted(str(p.relative_to(root)) for p in root.rglob("*.y*ml")) if root.is_dir() else [], n=1
+        )
+        problem(
+            f"playbook '{name}' not found under {root}.",
+            (*loc, "with", "playbook"),
+            fix=(f"did you mean '{close[0]}'? " if close else "")
+            + f"create {file}, or correct 'playbook' (it is relative to {PLAYBOOKS_DIR}/).",
+        )
+        return
+    try:
+        plays = yaml.load(file.read_text(encoding="utf-8"), Loader=_PlaybookLoader)
+    except (OSError, UnicodeDecodeError) as exc:
+        problem(f"cannot read playbook '{name}': {exc}.", (*loc, "with", "playbook"))
+        return
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        detail = getattr(exc, "problem", None) or str(exc)
+        problem(
+            f"playbook '{name}' is not valid YAML: {detail} (used by step '{step.get('id')}').",
+            loc,
+            fix="correct the YAML syntax at that line.",
+            file=file,
+            line=mark.line + 1 if mark is not None else None,
+        )
+        return
+    if not isinstance(plays, list) or not plays:
+        problem(
+            f"playbook '{name}' is not a list of plays (used by step '{step.get('id')}').",
+            loc,
+            fix="a playbook is a YAML list: '- hosts: all' followed by its tasks.",
+            file=file,
+            line=1,
+        )
+
+
 def _check_template_file(
     step: dict[str, Any],
     loc: tuple[str | int, ...],
@@ -799,7 +879,12 @@ def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
             return False
         raise ValueError(f"param '{name}' must be true or false, got '{value}'")
     if kind == "list":
-        items = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
+        if isinstance(value, list):
+            items = value
+        elif str(value).strip().startswith("["):
+            items = _flow_list(name, str(value))
+        else:
+            items = [v.strip() for v in str(value).split(",") if v.strip()]
         items = [str(v) for v in items]
         if spec.choices:
             bad = [v for v in items if v not in spec.choices]
@@ -813,6 +898,25 @@ def coerce_param(name: str, spec: ParamSpec, value: Any) -> Any:
     if spec.pattern is not None and not re.fullmatch(spec.pattern, text):
         raise ValueError(f"param '{name}' must match {spec.pattern}, got {shown}")
     return text
+
+
+def _flow_list(name: str, text: str) -> list[str]:
+    """``["a","b"]`` (JSON) or ``[a, 'b c']`` (YAML flow) as a list of strings; else ValueError.
+
+    Every item stays a string as written (YAML's base loader: ``[yes, 007]`` is 'yes', '007').
+    """
+    problem = "its items must be plain values, not lists or mappings"
+    try:
+        parsed = yaml.load(text, Loader=yaml.BaseLoader)  # BaseLoader: only str, list, dict
+    except yaml.YAMLError as exc:
+        parsed, problem = None, str(getattr(exc, "problem", None) or exc)
+    if isinstance(parsed, list) and all(isinstance(item, str) for item in parsed):
+        return parsed
+    if not isinstance(parsed, list) and parsed is not None:
+        problem = "it is not a single list"
+    raise ValueError(
+        f"param '{name}' starts with '[' but is not a flow list like [\"a\", \"b\"] or [a, b] ({problem})"
+    )
 
 
 def parse_param_args(items: Iterable[str]) -> dict[str, str]:
@@ -884,9 +988,10 @@ def resolve_params(
                         )
                     )
                 else:
-                    problems.append(
-                        BadInput(f"{exc}.", key=key, fix=f"pass -p {key}=VALUE of type {spec.type}.")
-                    )
+                    fix = f"pass -p {key}=VALUE of type {spec.type}."
+                    if spec.type == "list":
+                        fix = f"""pass -p {key}=a,b or -p '{key}=["a", "b"]' (JSON or YAML flow list)."""
+                    problems.append(BadInput(f"{exc}.", key=key, fix=fix))
         elif spec.default is not None:
             values[key] = spec.default
         elif spec.is_required:

@@ -133,6 +133,7 @@ def test_exit_3_when_locked(project: Path, tmp_path: Path) -> None:
     result = cli(project, "run", "hello", "--limit", "web2")
     assert result.returncode == 3
     assert "carol@ci" in result.stderr
+    assert read_log(project) == [], "a run refused before starting is not recorded"
 
 
 def test_exit_4_on_a_bug_in_an_action(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

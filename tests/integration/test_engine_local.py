@@ -255,7 +255,12 @@ def test_lock_held_by_another_run_exits_3_and_wait_lock(tmp_path: Path) -> None:
     assert result.exit_code == ExitCode.CANNOT_START
     assert "alice@other-controller" in (result.sites["site0"].error or "")
     assert not (tmp_path / "site0" / "finally-ran").exists(), "nothing ran on a locked site"
-    assert read_log(project)[-1]["sites"]["site0"]["status"] == "locked"
+    # refused before starting: not recorded, but the document still says who holds the lock
+    assert read_log(project) == []
+    document = result.record()
+    assert document["recorded"] is False and document["status"] == "refused"
+    assert document["sites"]["site0"]["status"] == "locked"
+    assert "alice@other-controller" in document["sites"]["site0"]["error"]
 
     threading.Timer(1.0, (lock_dir / "site0.lock").unlink).start()
     result = _run(project, wait_lock=10)
@@ -396,3 +401,153 @@ def test_a_torn_change_log_stops_the_run_before_anything_changes(tmp_path: Path)
         _run(project)
     assert (tmp_path / "site0" / "app.conf").read_text() == "old config\n", "nothing may run"
     assert not list(project.glob("changelog.jsonl.unrecorded-*.json"))
+
+
+FINALLY_RUNBOOK = """
+name: deploy
+version: 1.0.0
+steps:
+  - id: maint_on
+    uses: shell
+    with: {command: "touch {{ (site.docroot ~ '/maintenance') | quote }}"}
+finally:
+  - id: maint_off
+    uses: shell
+    continue_on_error: SOFT
+    with: {command: "echo cannot leave maintenance mode >&2; exit 1"}
+  - id: always
+    uses: shell
+    with: {command: "touch {{ (site.docroot ~ '/finally-ran') | quote }}"}
+"""
+
+
+def test_a_failed_finally_step_fails_the_site_and_the_other_finally_steps_still_run(tmp_path: Path) -> None:
+    project = _project(tmp_path, FINALLY_RUNBOOK.replace("SOFT", "false"))
+    result = _run(project)
+    assert result.exit_code == ExitCode.SITE_FAILED
+    site = result.sites["site0"]
+    assert site.status == "failed"
+    assert site.error == "finally step 'maint_off' failed: exited with 1: cannot leave maintenance mode"
+    assert (tmp_path / "site0" / "finally-ran").exists(), "the remaining finally steps still ran"
+    assert site.rollback == "none", "the main steps succeeded: nothing to roll back"
+    (entry,) = read_log(project)
+    assert entry["status"] == "failed" and entry["sites"]["site0"]["error"].startswith(
+        "finally step 'maint_off'"
+    )
+
+
+def test_a_failed_finally_step_with_continue_on_error_keeps_the_site_ok(tmp_path: Path) -> None:
+    project = _project(tmp_path, FINALLY_RUNBOOK.replace("SOFT", "true"))
+    result = _run(project)
+    assert result.exit_code == ExitCode.OK
+    steps = {s.id: s.status for s in result.sites["site0"].steps}
+    assert steps == {"maint_on": "ok", "maint_off": "failed", "always": "ok"}
+
+
+def test_a_failed_finally_step_is_added_to_a_failed_sites_error(tmp_path: Path) -> None:
+    runbook = FINALLY_RUNBOOK.replace("SOFT", "false").replace(
+        "touch {{ (site.docroot ~ '/maintenance') | quote }}", "exit 5"
+    )
+    result = _run(_project(tmp_path, runbook))
+    error = result.sites["site0"].error or ""
+    assert error.startswith("step 'maint_on' failed: exited with 5")
+    assert "; finally step 'maint_off' failed: exited with 1" in error
+
+
+def test_a_canary_batch_that_failed_everywhere_stops_the_run_without_max_fail(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path,
+        """
+        name: deploy
+        version: 1.0.0
+        serial: "25%"
+        steps:
+          - id: s
+            uses: shell
+            with:
+              command: "touch {{ (site.docroot ~ '/ran') | quote }}; {{ 'exit 1' if site.name in ('site0', 'site1') else 'true' }}"
+        """,
+        sites=8,
+    )
+    result = _run(project)
+    assert result.plan.max_fail is None
+    assert result.exit_code == ExitCode.SITE_FAILED
+    statuses = {n: r.status for n, r in result.sites.items()}
+    assert statuses == {"site0": "failed", "site1": "failed", **{f"site{i}": "skipped" for i in range(2, 8)}}
+    assert result.sites["site7"].error == (
+        "not started: every site of the canary batch failed (site0, site1)"
+    )
+    assert not any((tmp_path / f"site{i}" / "ran").exists() for i in range(2, 8))
+    assert read_log(project)[-1]["sites"]["site5"]["status"] == "skipped"
+
+
+def test_a_canary_batch_with_one_success_lets_the_other_batches_run(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path,
+        """
+        name: deploy
+        version: 1.0.0
+        serial: 2
+        steps:
+          - id: s
+            uses: shell
+            with:
+              command: "{{ 'exit 1' if site.name in ('site0', 'site3') else 'true' }}"
+        """,
+        sites=6,
+    )
+    result = _run(project)
+    statuses = [result.sites[f"site{i}"].status for i in range(6)]
+    assert statuses == ["failed", "ok", "ok", "failed", "ok", "ok"], "max_fail unset: unlimited failures"
+
+
+def test_unreachable_and_skipped_sites_say_where_they_were_to_run(tmp_path: Path) -> None:
+    from tests.servers.sshd import free_port
+
+    port = free_port()
+    down = {
+        "ansible_host": "127.0.0.1",
+        "ansible_port": port,
+        "ansible_user": "nobody-here",
+        "maintainer_connect_timeout": 3,
+        "maintainer_host_key_checking": False,
+    }
+    project = make_project(
+        tmp_path,
+        {
+            "deploy@1.0.0": "name: deploy\nversion: 1.0.0\nserial: 1\nsteps:\n  - {id: a, uses: shell, with: {command: 'true'}}\n"
+        },
+        {"down": down, "later": local_site(tmp_path)},
+    )
+    result = _run(project)
+    assert (result.sites["down"].status, result.sites["later"].status) == ("unreachable", "skipped")
+    assert result.sites["down"].host == f"nobody-here@127.0.0.1:{port}"
+    assert result.sites["later"].host == "local"
+    sites = read_log(project)[-1]["sites"]
+    assert (sites["down"]["host"], sites["later"]["host"]) == (f"nobody-here@127.0.0.1:{port}", "local")
+
+
+def test_list_params_take_a_json_or_yaml_flow_list(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path,
+        """
+        name: deploy
+        version: 1.0.0
+        params:
+          fail_sites: {type: list, default: []}
+        steps:
+          - id: show
+            uses: debug
+            with: {msg: "{{ params.fail_sites | join('|') }}"}
+        """,
+    )
+    for given, expected in (
+        ('["s1","s2"]', "s1|s2"),
+        ("[s1, 's 2']", "s1|s 2"),
+        ("s1,s2", "s1|s2"),
+        ("[]", ""),
+    ):
+        result = _run(project, params={"fail_sites": given})
+        assert result.sites["site0"].steps[0].outputs["msg"] == expected, given
+    with pytest.raises(BadInput, match="param 'fail_sites' starts with '\\[' but is not a flow list"):
+        _run(project, params={"fail_sites": '["s1", "s2"'})

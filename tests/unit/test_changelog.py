@@ -275,8 +275,10 @@ def test_rehashed_last_entry_needs_expect_head(tmp_path: Path) -> None:
     write_lines(log, raw)
     assert log.verify().ok  # documented limit: nothing chains to the last entry
     report = log.verify(expect_head=head)
-    assert not report.ok and report.first_bad_seq == 4
-    assert report.reason is not None and report.reason.startswith("head hash differs from the expected one")
+    # indistinguishable from a cut tail: no entry is named bad, the reason says where the log ends
+    assert not report.ok and report.first_bad_seq is None
+    assert report.reason is not None and report.reason.startswith("the log ends at entry 4 (hash ")
+    assert "or the last entry was rewritten" in report.reason
 
 
 def test_removed_entry(tmp_path: Path) -> None:
@@ -337,10 +339,10 @@ def test_truncated_tail_is_caught_only_with_expect_head(tmp_path: Path) -> None:
     write_lines(log, lines(log)[:3])
     assert log.verify().ok
     report = log.verify(expect_head=head)
-    assert not report.ok and report.entries == 3
-    assert (report.reason or "").startswith(
-        "head hash differs from the expected one"
-    ) and "removed from the end" in (report.reason or "")
+    assert not report.ok and report.entries == 3 and report.first_bad_seq is None
+    assert (report.reason or "").startswith(f"the log ends at entry 3 (hash {report.head_hash})")
+    assert f"the expected head {head} is not the hash of any entry" in (report.reason or "")
+    assert "entries were removed from the end" in (report.reason or "")
 
 
 def test_expect_head_of_an_older_entry_passes_once_the_log_has_grown(tmp_path: Path) -> None:
@@ -358,7 +360,8 @@ def test_expect_head_on_an_emptied_log_fails(tmp_path: Path) -> None:
     assert head is not None
     log.path.write_bytes(b"")
     report = log.verify(expect_head=head)
-    assert not report.ok and report.first_bad_seq == 1 and report.entries == 0
+    assert not report.ok and report.first_bad_seq is None and report.entries == 0
+    assert (report.reason or "").startswith("the log has no entries, and the expected head")
 
 
 def test_malformed_expect_head_is_bad_input(tmp_path: Path) -> None:

@@ -132,18 +132,29 @@ def test_typed_params() -> None:
     loaded = _loaded(
         "  n: {type: int, default: 3, min: 1, max: 5}\n"
         "  flag: {type: bool, default: false}\n"
-        "  items: {type: list, default: [a]}\n"
+        # not "items": params.items would be the dict method (runbooks validate refuses it)
+        "  names: {type: list, default: [a]}\n"
+        "  hosts: {type: list, default: [a]}\n"
         "  mode: {type: choice, choices: [fast, safe], default: safe}\n"
         "  token: {type: secret}\n"
         "  name: {type: string, pattern: '[a-z]+', default: abc}\n"
     )
     values = rb.resolve_params(
-        loaded, {"n": "5", "flag": "yes", "items": "x, y", "mode": "fast", "token": "s3cr3t!"}
+        loaded,
+        {
+            "n": "5",
+            "flag": "yes",
+            "names": "x, y",
+            "hosts": '["s1", "s,2"]',
+            "mode": "fast",
+            "token": "s3cr3t!",
+        },
     )
     assert values == {
         "n": 5,
         "flag": True,
-        "items": ["x", "y"],
+        "names": ["x", "y"],
+        "hosts": ["s1", "s,2"],
         "mode": "fast",
         "token": "s3cr3t!",
         "name": "abc",
