@@ -230,8 +230,15 @@ class ChangeLog:
         the fact; ``append`` can still fail at the end (disk full, a concurrent edit).
         """
         where = "set changelog in maintainer.toml to a file in a writable directory"
+        if not self.path.parent.is_dir():
+            # a typo in the path must not quietly start a second audit log somewhere else
+            raise BadInput(
+                f"the change log's directory {self.path.parent} does not exist. Nothing was run.",
+                file=self.path,
+                key="changelog",
+                fix=f"create that directory (mkdir -p {self.path.parent}) or {where}.",
+            )
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
             lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
         except OSError as exc:
             raise BadInput(

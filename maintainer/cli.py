@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import signal
 import sys
 import threading
@@ -97,8 +98,18 @@ def _wants_json(group: click.Group, args: list[str]) -> bool:
         return False
 
 
+class _ReaderGone(Exception):
+    """stdout's reader closed the pipe (not an OSError, so Click does not turn it into exit 1)."""
+
+
 class _Group(click.Group):
     """Maps every error to its exit code in one place."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            raise _ReaderGone() from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -112,6 +123,10 @@ class _Group(click.Group):
         except click.exceptions.Abort:
             click.echo("aborted", err=True)
             sys.exit(ExitCode.INTERRUPTED)
+        except _ReaderGone:
+            # the reader went away (| head): not a failed site; exit as a SIGPIPE'd tool would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
         except click.ClickException as exc:
             exc.show()
             if json_out:
@@ -223,7 +238,8 @@ def run(
     if dry_run:
         result = engine.run(options, cancel=cancel)
         if output == "json":
-            _emit_json({"dry_run": True, **result.plan.record()})
+            # exit_code up front: CI need not scan every site for "previewed": false
+            _emit_json({"dry_run": True, "exit_code": int(result.exit_code), **result.plan.record()})
         else:
             out.print_plan(result.plan, out.make_console())
         missed = engine.unplanned(result.plan)

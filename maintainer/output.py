@@ -14,6 +14,8 @@ applied with ``Text(style=...)`` only.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
 from datetime import UTC, datetime
@@ -83,6 +85,15 @@ _PlanDumper.add_representer(
 UNWRAPPED_WIDTH = 400
 
 
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits 1 here, which cron and CI would read as "a site failed"; the reader
+        # went away (| head), so exit as a tool killed by SIGPIPE would
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(128 + signal.SIGPIPE)
+
+
 def make_console(*, stderr: bool = False) -> Console:
     """A rich console; without a terminal (cron mail, CI logs, a pipe) nothing is wrapped.
 
@@ -90,10 +101,10 @@ def make_console(*, stderr: bool = False) -> Console:
     and a log's timestamps mid-word; a reader of a log file wants each
     command exactly as it runs, on one line.
     """
-    console = Console(stderr=stderr, highlight=False)
+    console = _Console(stderr=stderr, highlight=False)
     if console.is_terminal:
         return console
-    return Console(stderr=stderr, highlight=False, width=UNWRAPPED_WIDTH, soft_wrap=True)
+    return _Console(stderr=stderr, highlight=False, width=UNWRAPPED_WIDTH, soft_wrap=True)
 
 
 class PlainReporter:

@@ -58,6 +58,9 @@ class Project:
 
 
 _TABLE = "maintainer"
+#: below this a running run could not refresh its locks (every ttl/3) reliably
+MIN_LOCK_TTL = 30.0
+
 _KNOWN = {"changelog", "inventory", "lock_ttl", "lock_dir", "step_timeout"}
 _TOML_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
@@ -187,9 +190,18 @@ def _check_value(key: str, value: Any) -> tuple[str, str] | None:
             f'write e.g. {key} = "15m" or {key} = 900.',
         )
     try:
-        parse_duration(value)
+        seconds = parse_duration(value)
     except ValueError as exc:
         return f"{exc}.", f'write e.g. {key} = "15m" or {key} = 900.'
+    if key == "lock_ttl" and seconds < MIN_LOCK_TTL:
+        # a live run refreshes its locks every ttl/3: a shorter ttl lets others break them
+        return (
+            f"must be at least {MIN_LOCK_TTL:g}s: shorter, a running run's locks look stale "
+            "and a second run would break them and work on the same sites.",
+            'write e.g. lock_ttl = "15m".',
+        )
+    if seconds <= 0:
+        return "must be more than 0.", f'write e.g. {key} = "1h".'
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import posixpath
 import shlex
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,11 @@ class TemplateAction(Action):
     def dry_run(self, ctx: StepContext, args: TemplateArgs) -> dict[str, Any]:
         new = self.render(ctx, args)
         old = ctx.transport.read_file(args.dest)
+        folder = posixpath.dirname(args.dest) or "."
+        # the real run writes a temp file beside dest: a plan that could not be applied is no plan
+        check = ctx.transport.run(["test", "-d", folder, "-a", "-w", folder])
+        if not check.ok:
+            raise StepFailed(f"cannot write {args.dest}: {folder} is not a writable directory on this site")
         diff = difflib.unified_diff(
             (old or b"").decode("utf-8", "replace").splitlines(keepends=True),
             new.decode("utf-8", "replace").splitlines(keepends=True),

@@ -222,3 +222,10 @@ def test_template_mode_is_applied_even_when_the_content_matches_and_undo_restore
     assert result.changes[0]["before_mode"] == "0644" and result.changes[0]["after_mode"] == "0640"
     assert action.undo(ctx, args, result)
     assert dest.stat().st_mode & 0o777 == 0o644, "rollback restores the mode, not only the content"
+
+
+def test_template_dry_run_refuses_a_destination_it_could_not_write(tmp_path: Path) -> None:
+    ctx = _template_ctx(tmp_path)
+    args = TemplateArgs(src="app.ini.j2", dest=str(tmp_path / "missing" / "app.ini"), vars={"keepalive": 1})
+    with pytest.raises(StepFailed, match="not a writable directory"):
+        TemplateAction().dry_run(ctx, args)

@@ -363,3 +363,21 @@ def test_without_a_terminal_nothing_is_wrapped(tmp_path: Path) -> None:
     assert cli(project, "run", "long").returncode == 0
     shown = cli(project, "log", "show")
     assert any("long@1.0.0" in line for line in shown.stdout.splitlines()), shown.stdout
+
+
+def test_a_reader_that_stops_early_is_not_a_failed_site(tmp_path: Path) -> None:
+    sites = {f"web{i:03d}": local_site(tmp_path) for i in range(300)}  # a plan far beyond a pipe's buffer
+    project = make_project(tmp_path, {"hello@1.0.0": OK_RUNBOOK}, sites)
+    piped = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'"{MAINTAINER}" --project "{project}" run hello --dry-run | head -1; exit ${{PIPESTATUS[0]}}',
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert piped.stdout.startswith("Plan hello@1.0.0")
+    assert piped.returncode == 141, piped.stderr  # as a tool killed by SIGPIPE; 1 would mean "a site failed"
+    assert "Traceback" not in piped.stderr

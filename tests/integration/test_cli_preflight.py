@@ -164,6 +164,7 @@ def test_dry_run_exits_1_when_a_site_is_unreachable_and_still_prints_the_whole_p
     as_json = cli(project, "run", "rb", "--dry-run", "-o", "json")
     assert as_json.returncode == 1
     plan = json.loads(as_json.stdout)
+    assert plan["exit_code"] == 1
     assert plan["sites"]["down"]["previewed"] is False and "refused" in plan["sites"]["down"]["error"]
     assert "previewed" not in plan["sites"]["web1"] and plan["sites"]["web1"]["steps"]
     assert read_log(project) == []

@@ -123,6 +123,15 @@ def test_valid_settings_still_work(project: Path) -> None:
         project,
         BASE + 'changelog = "logs/c.jsonl"\nlock_ttl = 600\nstep_timeout = "2h"\nlock_dir = "~/.locks"\n',
     )
+    (project / "logs").mkdir()  # the log's directory must exist: a typo must not start a new log
     result = cli(project, "run", "hello")
     assert result.returncode == 0, result.stderr
     assert (project / "logs" / "c.jsonl").is_file()
+
+
+@pytest.mark.parametrize("ttl", ['"0s"', "0", '"10s"'])
+def test_a_lock_ttl_too_short_to_keep_locks_alive_is_bad_input(project: Path, ttl: str) -> None:
+    write_settings(project, BASE + f"lock_ttl = {ttl}\n")
+    result = cli(project, "inventory", "list")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "lock_ttl" in result.stderr and "at least 30s" in result.stderr

@@ -705,10 +705,18 @@ def test_check_ready_accepts_a_good_empty_or_missing_log(tmp_path: Path) -> None
     filled(tmp_path, 3).check_ready()
     (tmp_path / "empty.jsonl").write_bytes(b"")
     ChangeLog(tmp_path / "empty.jsonl").check_ready()
-    fresh = ChangeLog(tmp_path / "new" / "dir" / "log.jsonl")
-    fresh.check_ready()  # creates the directory, as the first append would
-    assert fresh.path.parent.is_dir() and not fresh.path.exists()
+    fresh = ChangeLog(tmp_path / "log.jsonl")
+    fresh.check_ready()  # a first log in an existing directory
+    assert not fresh.path.exists()
     assert fresh.append(make_entry(1))["seq"] == 1
+
+
+def test_check_ready_refuses_a_missing_directory_instead_of_starting_a_second_log(tmp_path: Path) -> None:
+    typo = ChangeLog(tmp_path / "nonexistent" / "dir" / "log.jsonl")
+    with pytest.raises(BadInput, match="does not exist") as exc:
+        typo.check_ready()
+    assert exc.value.fix and "mkdir -p" in exc.value.fix
+    assert not (tmp_path / "nonexistent").exists(), "a typo must not create directories"
 
 
 def test_check_ready_accepts_a_last_line_that_only_lost_its_newline(tmp_path: Path) -> None:
