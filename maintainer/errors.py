@@ -7,6 +7,8 @@ user sees. Foreign exceptions are wrapped at the edge with ``raise ... from``.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,12 @@ class RecordFailed(MaintainerError):
     def details(self) -> dict[str, Any]:
         # cron and CI still learn what each site did, even though the log refused it
         return {"unrecorded_run": self.entry}
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """ "did you mean 'x'? " for a misspelt ``word`` (followed by the caller's fix), else ""."""
+    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'? " if close else ""
 
 
 REPORT_URL = "https://github.com/maintainer-dev/maintainer/issues"

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, ValidationFailed
+from .errors import BadInput, ValidationFailed, did_you_mean
 from .runbook import parse_duration
 
 SETTINGS_FILE = "maintainer.toml"
@@ -211,8 +210,8 @@ def _problem(path: Path, text: str, table: str | None, key: str, message: str, f
 
 
 def _suggest(word: str, known: set[str], otherwise: str) -> str:
-    close = difflib.get_close_matches(word, sorted(known), n=1, cutoff=0.6)
-    return f"did you mean '{close[0]}'? Rename it." if close else f"remove it; {otherwise}."
+    guess = did_you_mean(word, known)
+    return f"{guess}Rename it." if guess else f"remove it; {otherwise}."
 
 
 def _kind(value: object) -> str:

@@ -7,7 +7,6 @@ the newest version, ``name@2`` to the newest 2.x, ``name@2.1`` to the newest
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import re
@@ -24,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import templating
 from .actions import registry
 from .actions.template import templates_dir
-from .errors import BadInput, ValidationFailed
+from .errors import BadInput, ValidationFailed, did_you_mean
 from .yamlfile import line_of
 from .yamlfile import load as load_yaml
 
@@ -336,11 +335,9 @@ def resolve(project: Path, ref: str) -> Path:
                 fix="rename the file to its version, e.g. 1.0.0.yml (see 'maintainer runbooks validate').",
             )
         known = ", ".join(sorted(found)) or "none"
-        close = difflib.get_close_matches(name, list(found), n=1)
         raise BadInput(
             f"no runbook named '{name}' under {runbooks_dir(project)}.",
-            fix=(f"did you mean '{close[0]}'? " if close else "")
-            + f"Use one of: {known} (see 'maintainer runbooks list').",
+            fix=did_you_mean(name, found) + f"Use one of: {known} (see 'maintainer runbooks list').",
         )
     if not wanted:
         return versions[0][1]
@@ -373,9 +370,9 @@ def _keys_of(model: type[BaseModel]) -> list[str]:
 def _did_you_mean(word: str, options: Iterable[str], what: str = "keys") -> str:
     """'did you mean 'x'? ...' for a misspelt ``word``, always followed by the valid options."""
     options = sorted(options)
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     listed = f"{what} are: {', '.join(options) or 'none'}."
-    return f"did you mean '{close[0]}'? ({listed})" if close else listed
+    guess = did_you_mean(word, options)
+    return f"{guess}({listed})" if guess else listed
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str] | None:
@@ -744,13 +741,11 @@ def _check_playbook_file(
         return  # a templated name is only known at run time
     file = root / name
     if not file.is_file():
-        close = difflib.get_close_matches(
-            name, sorted(str(p.relative_to(root)) for p in root.rglob("*.y*ml")) if root.is_dir() else [], n=1
-        )
+        present = (str(p.relative_to(root)) for p in root.rglob("*.y*ml")) if root.is_dir() else ()
         problem(
             f"playbook '{name}' not found under {root}.",
             (*loc, "with", "playbook"),
-            fix=(f"did you mean '{close[0]}'? " if close else "")
+            fix=did_you_mean(name, present)
             + f"create {file}, or correct 'playbook' (it is relative to {PLAYBOOKS_DIR}/).",
         )
         return

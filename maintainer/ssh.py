@@ -10,8 +10,8 @@ output lacks a trailing newline. Calls with ``stdin`` data, and every call in
 so do streams (``stream_out``/``stream_in``): their bytes flow through the
 session's own channel under SSH flow control, so memory stays bounded. A
 stream's command runs as a job in its own process group and first reports
-that group's id, so an aborted stream kills the whole remote group, not just
-the channel.
+its session bash's pid, so an aborted stream kills the whole remote group the
+way a cancelled command is killed, not just the channel.
 
 A timeout is enforced on the remote side by GNU ``timeout``, which runs the
 command in its own process group and signals the whole group (TERM, then KILL
@@ -857,10 +857,11 @@ class SSHTransport(Transport):
         token = _token()
         line = shell_line(command, cwd=cwd, env=env, wrapper=_timeout_argv(timeout), subshell=False)
         # With job control on (set -m) the background job leads a process group of its
-        # own; its first act is to report that group's id (its $BASHPID) on stderr,
-        # before the command can write there, so an abort can kill the whole group.
+        # own; its first act is to report the session bash's pid ($$) on stderr, before
+        # the command can write there, so an abort kills that bash's command group the
+        # way a cancelled command is killed (_kill_commands_of).
         script = (
-            f"set -m; ( printf '%s:%d\\n' {token} \"$BASHPID\" >&2; {line} ) "
+            f"set -m; ( printf '%s:%d\\n' {token} \"$$\" >&2; {line} ) "
             f"{'<&0' if feed else '</dev/null'} & wait $! 2>/dev/null; exit $?"
         )
         chan, generation = self._open_exec_channel()
@@ -1168,11 +1169,11 @@ class _SSHStream(CommandStream):
         self._timeout = timeout
         self._started = time.monotonic()
         self._deadline = _deadline(self._started, timeout)
-        self._pgid: int | None = None
+        self._host_pid: int | None = None  # the session bash; the command leads a group under it
         self._eof = False
         self._err = Tail()
         self._out = Tail()
-        self._threads = [_pump(lambda n: self._stderr_with_pgid(token, n), self._err)]
+        self._threads = [_pump(lambda n: self._stderr_with_pid(token, n), self._err)]
         if feed:
             self._threads.append(_pump(chan.recv, self._out))
 
@@ -1213,9 +1214,9 @@ class _SSHStream(CommandStream):
                 f"{self._timeout:g}s timeout; giving the session up"
             )
 
-    def _stderr_with_pgid(self, token: str, size: int) -> bytes:
-        """recv_stderr that first takes off the ``token:pgid`` line the script prints."""
-        if self._pgid is not None:
+    def _stderr_with_pid(self, token: str, size: int) -> bytes:
+        """recv_stderr that first takes off the ``token:pid`` line the script prints."""
+        if self._host_pid is not None:
             return bytes(self._chan.recv_stderr(size))
         head = b""
         while b"\n" not in head:
@@ -1226,9 +1227,9 @@ class _SSHStream(CommandStream):
         first, _, rest = head.partition(b"\n")
         prefix = token.encode() + b":"
         if first.startswith(prefix):
-            self._pgid = int(first[len(prefix) :])
-            return rest or self._stderr_with_pgid(token, size)
-        self._pgid = 0  # not our line (cannot happen with bash): nothing to kill by group
+            self._host_pid = int(first[len(prefix) :])
+            return rest or self._stderr_with_pid(token, size)
+        self._host_pid = 0  # not our line (cannot happen with bash): nothing to kill
         return head
 
     def finish(self) -> CommandResult:
@@ -1278,19 +1279,8 @@ class _SSHStream(CommandStream):
 
     def _kill_remote(self) -> None:
         """TERM the command's process group, KILL it after the grace period; best effort."""
-        if not self._pgid or self._chan.exit_status_ready():
-            return
-        group = f"-{self._pgid}"
-        try:
-            self._transport.run(
-                f"kill -TERM -- {group} 2>/dev/null || exit 0; "
-                f"for _ in $(seq {round(KILL_GRACE_SECONDS * 10)}); do "
-                f"kill -0 -- {group} 2>/dev/null || exit 0; sleep 0.1; done; "
-                f"kill -KILL -- {group} 2>/dev/null; exit 0",
-                timeout=KILL_GRACE_SECONDS + 5,
-            )
-        except TransportError:
-            log.warning("%s: could not stop the streaming command's processes", self._transport.label)
+        if self._host_pid and not self._chan.exit_status_ready():
+            self._transport._kill_commands_of(self._host_pid)
 
 
 def _pump(recv: Any, into: Tail) -> threading.Thread:
@@ -1426,7 +1416,6 @@ def _read_frame(
     rc: int | None = None
     err_done = False
     out_marker = token + b":"
-    err_marker = token + b"\n"
     out_scan = err_scan = 0
     poll = 1.0 if stop is None else CANCEL_POLL_SECONDS
     while rc is None or not err_done:
@@ -1438,24 +1427,14 @@ def _read_frame(
         if rc is None and chan.recv_ready():
             out += chan.recv(65536)
             got = True
-            idx = out.find(out_marker, out_scan)
-            if idx < 0:
-                out_scan = max(0, len(out) - len(out_marker))
-            else:
-                out_scan = idx
-                end = out.find(b"\n", idx)
-                if end >= 0:
-                    rc = int(out[idx + len(out_marker) : end])
-                    del out[idx:]
+            value, out_scan = _cut_marker_line(out, out_marker, out_scan)
+            if value is not None:
+                rc = int(value)
         if not err_done and chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
             got = True
-            idx = err.find(err_marker, err_scan)
-            if idx < 0:
-                err_scan = max(0, len(err) - len(err_marker))
-            else:
-                err_done = True
-                del err[idx:]
+            value, err_scan = _cut_marker_line(err, token, err_scan)
+            err_done = value is not None
         if got:
             continue
         if chan.closed or chan.eof_received or chan.exit_status_ready():
@@ -1464,6 +1443,20 @@ def _read_frame(
             raise _NoAnswer(bytes(out), bytes(err))
         _wait_readable(chan, deadline, poll)
     return rc, bytes(out), bytes(err)
+
+
+def _cut_marker_line(buf: bytearray, marker: bytes, scan: int) -> tuple[bytes | None, int]:
+    """Find ``marker VALUE\\n`` in ``buf`` from ``scan``; once complete, cut it (and what follows)
+    off ``buf`` and return VALUE. Else None and where the next search may start."""
+    idx = buf.find(marker, scan)
+    if idx < 0:
+        return None, max(0, len(buf) - len(marker))
+    end = buf.find(b"\n", idx + len(marker))
+    if end < 0:
+        return None, idx
+    value = bytes(buf[idx + len(marker) : end])
+    del buf[idx:]
+    return value, idx
 
 
 def _read_until_exit(

@@ -231,8 +231,7 @@ class Transport(ABC):
         After the block, ``stream.result`` tells how the command ended; the
         caller decides whether a non-zero exit is a failure.
         """
-        stream = self._open_stream(command, cwd=cwd, env=env, timeout=timeout, feed=False)
-        with _finishing(stream):
+        with self._streaming(command, cwd, env, timeout, feed=False) as stream:
             yield stream
 
     @contextlib.contextmanager
@@ -249,9 +248,34 @@ class Transport(ABC):
         If the command exits before it has read everything, ``write`` stops the
         block with ``StreamClosed``, which carries the command's result.
         """
-        stream = self._open_stream(command, cwd=cwd, env=env, timeout=timeout, feed=True)
-        with _finishing(stream):
+        with self._streaming(command, cwd, env, timeout, feed=True) as stream:
             yield stream
+
+    @contextlib.contextmanager
+    def _streaming(
+        self,
+        command: str | Sequence[str],
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        timeout: float | None,
+        *,
+        feed: bool,
+    ) -> Iterator[CommandStream]:
+        stream = self._open_stream(command, cwd=cwd, env=env, timeout=timeout, feed=feed)
+        try:
+            yield stream
+        except BrokenPipeError:
+            # The command stopped reading its stdin: its exit code and stderr say why.
+            result = stream.finish()
+            raise StreamClosed(
+                f"the command exited (rc {result.rc}) before it read all of its input: "
+                f"{result.stderr.strip()[-2000:] or 'no message'}",
+                result,
+            ) from None
+        except BaseException:
+            stream.kill()
+            raise
+        stream.finish()
 
     @abstractmethod
     def _open_stream(
@@ -345,24 +369,6 @@ class LocalTransport(Transport):
             start_new_session=True,
         )
         return _LocalStream(proc, feed, timeout)
-
-
-@contextlib.contextmanager
-def _finishing(stream: CommandStream) -> Iterator[None]:
-    try:
-        yield
-    except BrokenPipeError:
-        # The command stopped reading its stdin: its exit code and stderr say why.
-        result = stream.finish()
-        raise StreamClosed(
-            f"the command exited (rc {result.rc}) before it read all of its input: "
-            f"{result.stderr.strip()[-2000:] or 'no message'}",
-            result,
-        ) from None
-    except BaseException:
-        stream.kill()
-        raise
-    stream.finish()
 
 
 class _LocalStream(CommandStream):
