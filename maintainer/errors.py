@@ -138,6 +138,38 @@ class StepCancelled(StepFailed):
     """The run was stopped (SIGINT/SIGTERM) while the step ran; its command was killed."""
 
 
+class StoreError(MaintainerError):
+    """A backup store could not be used: unreachable, access denied, bucket missing, disk full."""
+
+    exit_code = ExitCode.SITE_FAILED
+
+    def __init__(self, location: str, message: str) -> None:
+        super().__init__(f"backup store {location}: {message}")
+        self.location = location
+
+
+class ObjectMissing(StoreError):
+    """An object the caller needs (a pack, a manifest) is not in the store."""
+
+    def __init__(self, location: str, key: str) -> None:
+        super().__init__(location, f"object '{key}' is missing")
+        self.key = key
+
+
+class ObjectExists(StoreError):
+    """A write-once object (a manifest) is already there."""
+
+    def __init__(self, location: str, key: str) -> None:
+        super().__init__(location, f"object '{key}' already exists")
+        self.key = key
+
+
+class BackupDamaged(MaintainerError):
+    """A backup's content does not match its manifest (corrupted or missing objects)."""
+
+    exit_code = ExitCode.SITE_FAILED
+
+
 class RecordFailed(MaintainerError):
     """The run happened but its change-log entry could not be appended."""
 

@@ -1,0 +1,374 @@
+"""maintainer.backup.database without a server: settings, command construction, parsing, cleanup.
+
+PostgreSQL cannot run on this machine, so its commands and output parsing are only
+checked here, against a fake transport (labelled ``postgres_no_server``); MySQL/MariaDB
+run for real in tests/integration/test_backup_database.py.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from maintainer.backup.database import (
+    DatabaseClient,
+    DatabaseSettings,
+    MySQLClient,
+    PostgresClient,
+    db_client,
+    option_value,
+    unescape_batch,
+)
+from maintainer.errors import StepCancelled, StepFailed, StepTimeout
+from maintainer.transport import CommandResult, CommandStream, Transport
+
+WORKDIR = "/tmp/maintainer-db.AbCdEfGhIj"
+SECRET = "s3cr:et'\"#\\pw"
+
+Responder = Callable[[str], CommandResult]
+
+
+def ok(stdout: str = "") -> CommandResult:
+    return CommandResult(rc=0, stdout=stdout, stderr="", duration=0.01)
+
+
+class FakeTransport(Transport):
+    """Records commands and written files; answers commands through ``respond``."""
+
+    label = "fake@host"
+
+    def __init__(self, tools: Sequence[str] = (), respond: Responder | None = None) -> None:
+        self.tools = tools
+        self.respond = respond or (lambda command: ok())
+        self.commands: list[str] = []
+        self.files: dict[str, tuple[bytes, int | None]] = {}
+
+    def run(
+        self,
+        command: str | Sequence[str],
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        cancel: threading.Event | None = None,
+    ) -> CommandResult:
+        line = command if isinstance(command, str) else shlex.join(command)
+        self.commands.append(line)
+        if "mktemp -d" in line:
+            return ok(WORKDIR + "\n" + "".join(f"/usr/bin/{tool}\n" for tool in self.tools))
+        return self.respond(line)
+
+    def read_file(self, path: str) -> bytes | None:
+        return self.files.get(path, (None, None))[0]
+
+    def write_file(self, path: str, data: bytes, mode: int | None = None) -> None:
+        self.files[path] = (data, mode)
+
+    def _open_stream(self, command: Any, **kwargs: Any) -> CommandStream:
+        raise NotImplementedError
+
+
+def mysql(**overrides: Any) -> DatabaseSettings:
+    values: dict[str, Any] = {"engine": "mariadb", "name": "site db", "user": "wp", "password": SECRET}
+    return DatabaseSettings(**{**values, **overrides})
+
+
+def postgres(**overrides: Any) -> DatabaseSettings:
+    values: dict[str, Any] = {"engine": "postgresql", "name": "shop", "user": "app", "password": SECRET}
+    return DatabaseSettings(**{**values, **overrides})
+
+
+PG_TOOLS = ("pg_dump", "pg_restore", "psql")
+MARIADB_TOOLS = ("mariadb-dump", "mysqldump", "mariadb", "mysql")
+
+# -- settings ---------------------------------------------------------------------
+
+
+def test_settings_take_the_inventory_var_and_keep_the_password_out_of_repr() -> None:
+    settings = DatabaseSettings(engine="mysql", name="wp", user="wp", password=SECRET, port="3307")  # type: ignore[arg-type]
+    assert settings.port == 3307 and settings.host == "localhost" and settings.dump_options == []
+    assert SECRET not in repr(settings) and SECRET not in str(settings)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"engine": "oracle"},
+        {"unknown": 1},
+        {"name": ""},
+        {"port": 70000},
+        {"dump_options": ["--password=x"]},
+        {"dump_options": ["-px"]},
+        {"dump_options": ["--defaults-file=/etc/x"]},
+        {"dump_options": ["otherdb"]},
+        {"user": "a\nb"},
+    ],
+)
+def test_bad_settings_are_refused(values: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        mysql(**values)
+
+
+def test_a_refused_setting_never_quotes_the_password_and_numbers_are_text() -> None:
+    with pytest.raises(ValidationError) as refused:
+        mysql(password=SECRET + "\n", port="x")
+    assert SECRET not in str(refused.value)
+    assert mysql(password=123456, name=2024).password == "123456"
+
+
+def test_postgres_may_use_dash_p_for_its_port_but_not_password_prompts() -> None:
+    assert postgres(dump_options=["-p", "5433"]).dump_options == ["-p", "5433"]
+    with pytest.raises(ValidationError):
+        postgres(dump_options=["--password"])
+
+
+# -- db_client: temp dir, credentials, cleanup ------------------------------------------
+
+
+def test_mysql_credentials_go_to_a_0600_option_file_read_first_and_the_dir_is_removed() -> None:
+    transport = FakeTransport(MARIADB_TOOLS)
+    with db_client(transport, mysql(port=3307, socket="/run/my sql.sock")) as client:
+        dump = client.dump_command()
+        restore = client.restore_command("scratch")
+    data, mode = transport.files[f"{WORKDIR}/client.cnf"]
+    assert mode == 0o600
+    assert data.decode() == (
+        "[client]\n"
+        'user="wp"\n'
+        'password="s3cr:et\'\\"#\\\\pw"\n'
+        'host="localhost"\n'
+        "port=3307\n"
+        'socket="/run/my sql.sock"\n'
+    )
+    argv = shlex.split(dump)
+    assert argv[:2] == ["mariadb-dump", f"--defaults-extra-file={WORKDIR}/client.cnf"]
+    assert argv[-2:] == ["--", "site db"]
+    for flag in ("--single-transaction", "--quick", "--routines", "--triggers", "--events", "--hex-blob"):
+        assert flag in argv
+    assert "--default-character-set=utf8mb4" in argv
+    assert shlex.split(restore) == [
+        "mariadb",
+        f"--defaults-extra-file={WORKDIR}/client.cnf",
+        "--default-character-set=utf8mb4",
+        "--batch",
+        "--",
+        "scratch",
+    ]
+    assert SECRET not in dump + restore + "".join(transport.commands)
+    assert transport.commands[-1] == shlex.join(["rm", "-rf", "--", WORKDIR])
+
+
+def test_the_engine_picks_its_own_client_names_first_and_falls_back_to_the_other() -> None:
+    with db_client(FakeTransport(MARIADB_TOOLS), mysql(engine="mysql")) as client:
+        assert shlex.split(client.dump_command())[0] == "mysqldump"
+    with db_client(FakeTransport(("mariadb-dump", "mariadb")), mysql(engine="mysql")) as client:
+        assert shlex.split(client.restore_command("x"))[0] == "mariadb"
+
+
+def test_dump_options_come_after_ours_so_they_can_override_them() -> None:
+    with db_client(
+        FakeTransport(MARIADB_TOOLS), mysql(dump_options=["--skip-events", "--ignore-table=a.b"])
+    ) as c:
+        argv = shlex.split(c.dump_command())
+    assert argv.index("--skip-events") > argv.index("--events")
+    assert argv[-4:] == ["--skip-events", "--ignore-table=a.b", "--", "site db"]
+
+
+def test_a_missing_client_tool_is_a_clear_error() -> None:
+    with db_client(FakeTransport(("mariadb",)), mysql()) as client, pytest.raises(StepFailed) as failed:
+        client.dump_command()
+    assert "mariadb-dump or mysqldump is not installed on fake@host" in str(failed.value)
+
+
+def test_the_temp_dir_is_removed_when_the_block_fails() -> None:
+    transport = FakeTransport(MARIADB_TOOLS)
+    with pytest.raises(RuntimeError), db_client(transport, mysql()):
+        raise RuntimeError("boom")
+    assert transport.commands[-1] == shlex.join(["rm", "-rf", "--", WORKDIR])
+
+
+def test_a_temp_dir_that_cannot_be_removed_is_reported() -> None:
+    def respond(command: str) -> CommandResult:
+        return (
+            CommandResult(rc=1, stdout="", stderr="rm: busy", duration=0)
+            if command.startswith("rm")
+            else ok()
+        )
+
+    with (
+        pytest.raises(StepFailed, match="holds the credentials"),
+        db_client(FakeTransport(MARIADB_TOOLS, respond), mysql()),
+    ):
+        pass
+
+
+def test_mktemp_failing_or_a_stop_request_during_setup() -> None:
+    class NoTemp(FakeTransport):
+        def run(self, command: Any, **kwargs: Any) -> CommandResult:
+            return CommandResult(rc=1, stdout="", stderr="mktemp: No space left on device", duration=0)
+
+    with pytest.raises(StepFailed, match="No space left on device"), db_client(NoTemp(), mysql()):
+        pass
+
+    class Stopped(FakeTransport):
+        def run(self, command: Any, **kwargs: Any) -> CommandResult:
+            assert kwargs["cancel"] is not None
+            return CommandResult(rc=-15, stdout="", stderr="", duration=0, cancelled=True)
+
+    with pytest.raises(StepCancelled), db_client(Stopped(), mysql(), threading.Event()):
+        pass
+
+
+# -- errors ------------------------------------------------------------------------
+
+
+def client_for(
+    settings: DatabaseSettings, respond: Responder, tools: Sequence[str] = MARIADB_TOOLS
+) -> DatabaseClient:
+    if settings.is_postgres:
+        pg_tools = {"dump": "pg_dump", "restore": "pg_restore", "client": "psql"}
+        return PostgresClient(FakeTransport(tools, respond), settings, WORKDIR, pg_tools)
+    return MySQLClient(
+        FakeTransport(tools, respond), settings, WORKDIR, {"dump": "mariadb-dump", "client": "mariadb"}
+    )
+
+
+def test_a_failed_query_names_the_database_quotes_stderr_and_masks_the_password() -> None:
+    stderr = (
+        "--------------\nSELECT 'a huge statement'\n--------------\n\n"
+        f"ERROR 1045 (28000): Access denied for user 'wp'@'localhost' (using password: YES) {SECRET}\n"
+    )
+    client = client_for(mysql(), lambda c: CommandResult(rc=1, stdout="", stderr=stderr, duration=0))
+    with pytest.raises(StepFailed) as failed:
+        client.server_version()
+    message = str(failed.value)
+    assert message.startswith(
+        "mariadb database 'site db' (localhost) on fake@host: server version query failed"
+    )
+    assert "Access denied for user 'wp'@'localhost'" in message and "db.password" in message
+    assert "huge statement" not in message and "\n" not in message
+    assert SECRET not in message and SECRET not in repr(failed.value.outputs)
+
+
+def test_timeouts_and_stops_have_their_own_errors() -> None:
+    client = client_for(mysql(), lambda c: ok())
+    with pytest.raises(StepTimeout):
+        client.check(CommandResult(rc=-9, stdout="", stderr="", duration=5, timed_out=True), "dump")
+    with pytest.raises(StepCancelled):
+        client.check(CommandResult(rc=-15, stdout="", stderr="", duration=5, cancelled=True), "dump")
+    client.check(ok(), "dump")
+
+
+def test_the_sites_own_database_is_never_dropped() -> None:
+    for settings in (mysql(), postgres()):
+        with pytest.raises(StepFailed, match="site's own database"):
+            client_for(settings, lambda c: ok()).drop_database(settings.name)
+
+
+# -- MySQL output parsing -------------------------------------------------------------
+
+
+def test_mysql_table_stats_parses_batch_output_with_escaped_names() -> None:
+    name = "tab\tand\\back"
+    out = (
+        f"R\t{b'posts'.hex().upper()}\t12\n"
+        f"R\t{name.encode().hex().upper()}\t0\n"
+        "site db.posts\t123456\n"
+        "site db.tab\\tand\\\\back\t0\n"
+    )
+    commands: list[str] = []
+
+    def respond(command: str) -> CommandResult:
+        commands.append(command)
+        return ok(out)
+
+    stats = client_for(mysql(), respond).table_stats()
+    assert stats == {"posts": {"rows": 12, "checksum": "123456"}, name: {"rows": 0, "checksum": "0"}}
+    assert shlex.split(commands[0])[-2:] == ["--", "site db"]  # connects to it: a missing db is an error
+    assert "BASE TABLE" in commands[0] and "CHECKSUM TABLE" in commands[0]
+
+
+def test_option_file_values_and_batch_unescaping() -> None:
+    assert option_value('a"b\\c#d e') == '"a\\"b\\\\c#d e"'
+    assert unescape_batch("a\\tb\\nc\\\\d\\0") == "a\tb\nc\\d\0"
+
+
+# -- PostgreSQL (no server here: command construction and parsing only) ---------------
+
+
+def test_postgres_no_server_credentials_go_to_a_pgpass_file_named_by_pgpassfile() -> None:
+    transport = FakeTransport(PG_TOOLS)
+    with db_client(transport, postgres(host="db.internal", port=5433)) as client:
+        dump = client.dump_command()
+    data, mode = transport.files[f"{WORKDIR}/pgpass"]
+    assert mode == 0o600
+    assert data == b"*:*:*:app:s3cr\\:et'\"#\\\\pw\n"
+    argv = shlex.split(dump)
+    assert argv[0] == f"PGPASSFILE={WORKDIR}/pgpass"
+    assert argv[1:5] == ["pg_dump", "--no-password", "--format=custom", "--compress=0"]
+    assert argv[5] == "--dbname=host='db.internal' port=5433 user='app' dbname='shop'"
+    assert SECRET not in dump
+
+
+def test_postgres_no_server_odd_names_stay_values_in_the_connection_string() -> None:
+    client = client_for(postgres(name="we'ird db=x"), lambda c: ok(), PG_TOOLS)
+    assert isinstance(client, PostgresClient)
+    assert "dbname='we\\'ird db=x'" in client.conninfo("we'ird db=x")
+    restore = shlex.split(client.restore_command("scratch copy"))
+    assert restore[1:5] == ["pg_restore", "--no-password", "--no-owner", "--exit-on-error"]
+    assert restore[5] == "--dbname=host='localhost' user='app' dbname='scratch copy'"
+
+
+def test_postgres_no_server_a_socket_file_gives_its_directory_and_port() -> None:
+    client = client_for(postgres(socket="/var/run/postgresql/.s.PGSQL.5434"), lambda c: ok(), PG_TOOLS)
+    assert isinstance(client, PostgresClient)
+    assert client.conninfo("shop").startswith("host='/var/run/postgresql' port=5434 ")
+    client = client_for(postgres(socket="/tmp"), lambda c: ok(), PG_TOOLS)
+    assert isinstance(client, PostgresClient)
+    assert client.conninfo("shop").startswith("host='/tmp' user=")
+
+
+def test_postgres_no_server_create_and_drop_go_through_the_maintenance_db() -> None:
+    commands: list[str] = []
+
+    def respond(command: str) -> CommandResult:
+        commands.append(command)
+        return ok()
+
+    client = client_for(postgres(), respond, PG_TOOLS)
+    client.create_database('dri"ll')
+    client.drop_database("drill")
+    create, drop = (shlex.split(command) for command in commands)
+    assert create[1] == "psql" and "--set=ON_ERROR_STOP=1" in create
+    assert "--dbname=host='localhost' user='app' dbname='postgres'" in create
+    assert create[-1] == '--command=CREATE DATABASE "dri""ll" TEMPLATE template0'
+    assert drop[-1] == '--command=DROP DATABASE IF EXISTS "drill"'
+
+
+def test_postgres_no_server_table_stats_parses_hex_names_counts_and_digests() -> None:
+    commands: list[str] = []
+    odd = b"log\tbook".hex()
+    out = (
+        f"{b'public'.hex()}\t{b'orders'.hex()}\t42\t0123456789abcdef0123456789abcdef\n"
+        f"{b'audit'.hex()}\t{odd}\t0\td41d8cd98f00b204e9800998ecf8427e\n"
+    )
+
+    def respond(command: str) -> CommandResult:
+        commands.append(command)
+        return ok(out)
+
+    stats = client_for(postgres(), respond, PG_TOOLS).table_stats("shop_copy")
+    assert stats == {
+        "orders": {"rows": 42, "checksum": "0123456789abcdef0123456789abcdef"},
+        "audit.log\tbook": {"rows": 0, "checksum": "d41d8cd98f00b204e9800998ecf8427e"},
+    }
+    argv = shlex.split(commands[0])
+    assert "--dbname=host='localhost' user='app' dbname='shop_copy'" in argv
+    assert "--tuples-only" in argv and "--field-separator=\t" in argv
+    assert "query_to_xml" in argv[-1] and "'BASE TABLE'" in argv[-1]
