@@ -214,7 +214,6 @@ def run(
 ) -> int:
     """Run RUNBOOK (name, name@MAJOR or name@X.Y.Z) against the inventory's sites."""
     from . import engine
-    from . import output as out
     from . import runbook as rb
 
     options = engine.RunOptions(
@@ -230,12 +229,20 @@ def run(
         vault_password_file=vault_password_file,
         trigger=trigger,
     )
+    return _run_runbook(options, output, verbose)
+
+
+def _run_runbook(options: Any, output: str, verbose: bool = False) -> int:
+    """Run (or with ``dry_run`` plan) a runbook and print it: ``run``, ``restore``, ``backups prune``."""
+    from . import engine
+    from . import output as out
+
     console = out.make_console(stderr=True)
     cancel = threading.Event()
     _install_signal_handlers(cancel, console)
     live = console.is_terminal and output == "text"
 
-    if dry_run:
+    if options.dry_run:
         result = engine.run(options, cancel=cancel)
         if output == "json":
             # exit_code up front: CI need not scan every site for "previewed": false
@@ -408,6 +415,187 @@ def inventory_list(
             if key in ("inventory_hostname", "group_names"):
                 continue
             click.echo(f"    {key}: {json.dumps(value, default=str)}")
+
+
+# ------------------------------------------------------------------ backups
+
+SITE = click.argument("site")
+
+
+@cli.group()
+def backups() -> None:
+    """A site's backups: list, verify, prune (run them with: maintainer run backup)."""
+
+
+@backups.command("list")
+@SITE
+@INVENTORY
+@VAULT
+@OUTPUT
+@_pass_project
+def backups_list(
+    project: Path, site: str, inventory: tuple[str, ...], vault_password_file: str | None, output: str
+) -> None:
+    """SITE's backups, oldest first: id, time, status, files, size, new bytes, uploaded."""
+    from .backup.catalog import find_site, list_backups
+    from .output import make_console, print_backups
+
+    _, spec = find_site(project, inventory, site, vault_password_file)
+    store = spec.store()
+    rows = list_backups(store)
+    if output == "json":
+        _emit_json({"site": site, "location": store.location, "backups": [r.record() for r in rows]})
+    else:
+        print_backups(site, store.location, rows, make_console())
+
+
+@backups.command("verify")
+@SITE
+@click.argument("backup_id", metavar="[ID]", required=False)
+@click.option("--read-data", is_flag=True, help="Download and re-hash every byte (else: objects and sizes).")
+@INVENTORY
+@VAULT
+@OUTPUT
+@_pass_project
+def backups_verify(
+    project: Path,
+    site: str,
+    backup_id: str | None,
+    read_data: bool,
+    inventory: tuple[str, ...],
+    vault_password_file: str | None,
+    output: str,
+) -> int:
+    """Check SITE's backups (all, or ID): exit 1 naming the damaged files if any."""
+    from .backup.catalog import find_site
+    from .backup.manifest import find_backup
+    from .backup.streams import Deadline
+    from .backup.verify import verify_backups
+    from .output import make_console, print_verify
+
+    _, spec = find_site(project, inventory, site, vault_password_file)
+    store = spec.store()
+    cancel = threading.Event()
+    _install_signal_handlers(cancel, make_console(stderr=True))
+    wanted = [find_backup(store, backup_id).id] if backup_id else None
+    report = verify_backups(store, wanted, Deadline(cancel), read_data=read_data)
+    if output == "json":
+        _emit_json({"site": site, **report.record()})
+    else:
+        print_verify(site, report, make_console())
+    return ExitCode.OK if report.ok else ExitCode.SITE_FAILED
+
+
+@backups.command("prune")
+@SITE
+@INVENTORY
+@click.option("--dry-run", is_flag=True, help="Show what the retention policy would remove; remove nothing.")
+@click.option("--ticket", metavar="ID", help="The ticket this belongs to (recorded in the change log).")
+@VAULT
+@OUTPUT
+@_pass_project
+def backups_prune(
+    project: Path,
+    site: str,
+    inventory: tuple[str, ...],
+    dry_run: bool,
+    ticket: str | None,
+    vault_password_file: str | None,
+    output: str,
+) -> int:
+    """Apply SITE's backup.retention: runs the backup-prune runbook (recorded in the change log)."""
+    from . import engine
+    from .backup.catalog import find_site
+
+    find_site(project, inventory, site, vault_password_file)
+    options = engine.RunOptions(
+        runbook="backup-prune",
+        inventory=list(inventory),
+        project=project,
+        limit=site,
+        dry_run=dry_run,
+        ticket=ticket,
+        vault_password_file=vault_password_file,
+    )
+    return _run_runbook(options, output, verbose=True)
+
+
+@cli.command()
+@SITE
+@click.option(
+    "--backup", "backup_id", default="latest", show_default=True, metavar="ID", help="Backup id or prefix."
+)
+@click.option("--to", "to", metavar="DIR", help="Put the files into DIR on the site's host, not the docroot.")
+@click.option("--db", "db", metavar="NAME", help="Import the dump into database NAME, not the site's own.")
+@click.option("--path", "paths", multiple=True, metavar="GLOB", help="Only these paths (repeatable).")
+@click.option("--files-only", is_flag=True, help="Restore the files, not the database.")
+@click.option("--db-only", is_flag=True, help="Restore the database, not the files.")
+@click.option("--yes", is_flag=True, help="Restore over the live site without asking (cron, CI).")
+@click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
+@click.option("--ticket", metavar="ID", help="The ticket this belongs to (recorded in the change log).")
+@INVENTORY
+@VAULT
+@OUTPUT
+@_pass_project
+def restore(
+    project: Path,
+    site: str,
+    backup_id: str,
+    to: str | None,
+    db: str | None,
+    paths: tuple[str, ...],
+    files_only: bool,
+    db_only: bool,
+    yes: bool,
+    dry_run: bool,
+    ticket: str | None,
+    inventory: tuple[str, ...],
+    vault_password_file: str | None,
+    output: str,
+) -> int:
+    """Restore SITE from a backup: runs the restore runbook (locked, recorded in the change log)."""
+    from . import engine
+    from .backup.catalog import find_site
+
+    if files_only and db_only:
+        raise click.UsageError("--files-only and --db-only exclude each other.")
+    files = not db_only
+    database = not files_only and not paths  # --path picks files; add --db NAME to restore the dump too
+    if db and not db_only:
+        database = True
+    _, spec = find_site(project, inventory, site, vault_password_file)
+    over_live = (files and to is None and spec.docroot is not None) or (database and db is None and spec.db)
+    if over_live and not yes and not dry_run:
+        if not sys.stdin.isatty():
+            raise BadInput(
+                f"restoring backup '{backup_id}' over the live site '{site}' needs confirmation.",
+                fix="add --yes (cron, CI), or restore elsewhere with --to DIR / --db NAME.",
+            )
+        parts = (("files", files and to is None), ("database", database and not db))
+        click.confirm(
+            f"Overwrite {site}'s {' and '.join(w for w, on in parts if on)} with backup '{backup_id}'?",
+            abort=True,
+            err=True,
+        )
+    params = {
+        "backup": backup_id,
+        "to": to or "",
+        "db": db or "",
+        "paths": ",".join(paths),
+        "files": str(files).lower(),
+        "database": str(database).lower(),
+    }
+    options = engine.RunOptions(
+        runbook="restore",
+        inventory=list(inventory),
+        project=project,
+        limit=site,
+        params=params,
+        dry_run=dry_run,
+        ticket=ticket,
+        vault_password_file=vault_password_file,
+    )
+    return _run_runbook(options, output, verbose=True)
 
 
 # ------------------------------------------------------------------ log

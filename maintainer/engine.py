@@ -416,6 +416,18 @@ def _validate_args(
     return model.model_dump(by_alias=True, exclude_unset=True)
 
 
+def _check_site(step: Step, site: Site, args: dict[str, Any], inventory: Inventory) -> None:
+    """The action's own check of the site's vars (e.g. backup settings): bad input names the inventory."""
+    action = registry.get(step.uses)
+    assert action is not None
+    try:
+        action.check_site(site, action.Args.model_validate(args))
+    except BadInput as exc:
+        if exc.file is None:
+            exc.file = ", ".join(str(s) for s in inventory.sources)
+        raise
+
+
 # ------------------------------------------------------------------ stages
 
 
@@ -484,6 +496,7 @@ def plan(
                             fix="define the variable in the inventory (host_vars/group_vars) or the params.",
                         ) from exc
                     args = _validate_args(loaded, section, index, step, rendered, inventory.redactor)
+                    _check_site(step, site, args, inventory)
                 sections[section].append(PlannedStep(section, index, step, args))
         site_plans.append(SitePlan(site, sections["steps"], sections["rollback"], sections["finally"]))
     concurrency = options.concurrency or model.concurrency

@@ -322,6 +322,9 @@ def print_plan(plan: Plan, console: Console) -> None:
                 )
                 for line in args.rstrip().splitlines():
                     console.print(Text(f"      {line}"))
+                summary = (step.get("preview") or {}).get("summary")
+                if summary:
+                    console.print(Text(f"      => {summary}", style="cyan"))
                 diff = (step.get("preview") or {}).get("diff")
                 if diff:
                     for line in str(diff).splitlines():
@@ -404,3 +407,55 @@ def print_details(result: RunResult, console: Console, max_lines: int = 20) -> N
             extra = {k: v for k, v in step.outputs.items() if k not in shown}
             if extra and step.uses != "shell":
                 console.print(Text(f"           {json.dumps(extra, default=str, sort_keys=True)}"))
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def print_backups(site: str, location: str, rows: list[Any], console: Console) -> None:
+    """``backups list``: one row per backup (``BackupRow``), oldest first."""
+    table = Table(title=Text(f"{site}: {location}"), title_justify="left")
+    numbers = ("files", "size", "new", "uploaded", "took")
+    for column in ("id", "time", "status", *numbers[:4], "db", "took"):
+        table.add_column(column, justify="right" if column in numbers else "left")
+    for row in rows:
+        table.add_row(
+            Text(row.id),
+            Text(row.time),
+            status_text(row.status).append(
+                f" ({row.warnings} warnings)" if row.warnings else ""
+            ),
+            Text("-" if row.files is None else str(row.files)),
+            Text(human_bytes(row.size)),
+            Text(human_bytes(row.new_bytes)),
+            Text(human_bytes(row.uploaded)),
+            Text(", ".join(row.databases or []) or "-"),
+            Text("-" if row.duration is None else f"{row.duration:.0f}s"),
+        )
+    if not rows:
+        console.print(Text(f"{site}: no backups in {location} yet"))
+        return
+    console.print(table)
+
+
+def print_verify(site: str, report: Any, console: Console) -> None:
+    """``backups verify``: one line per backup, then each problem."""
+    how = "every byte re-hashed" if report.read_data else "objects present with their sizes"
+    console.print(Text(f"{site}: {report.location} ({how})"))
+    for check in report.backups:
+        line = Text("  ").append(status_text("ok" if check.ok else "failed")).append(
+            f" {check.id}  {check.files} files, {check.objects} objects"
+        )
+        console.print(line)
+        for problem in check.problems:
+            console.print(Text(f"      {problem}", style="red"))
+    if not report.backups:
+        console.print(Text("  no backups yet"))

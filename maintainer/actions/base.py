@@ -121,6 +121,9 @@ class Action:
     #: True when ``undo`` can reverse a completed step (the engine calls it on failure)
     undoable: ClassVar[bool] = False
 
+    def check_site(self, site: Site, args: Any) -> None:
+        """Raise BadInput for a site this step cannot run on (its vars, at plan time: nothing runs)."""
+
     def dry_run(self, ctx: StepContext, args: Any) -> dict[str, Any]:
         """What the step would do, without changing anything (shown by --dry-run)."""
         return {}

@@ -23,6 +23,9 @@ _BUILTINS = {
     "http_check": "maintainer.actions.http_check:HttpCheckAction",
     "template": "maintainer.actions.template:TemplateAction",
     "playbook": "maintainer.actions.playbook:PlaybookAction",
+    "backup": "maintainer.actions.backup:BackupAction",
+    "backup_prune": "maintainer.actions.backup_prune:BackupPruneAction",
+    "restore": "maintainer.actions.restore:RestoreAction",
 }
 
 

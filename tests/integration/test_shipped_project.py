@@ -37,7 +37,27 @@ def test_every_shipped_runbook_is_valid() -> None:
     assert json.loads(result.stdout)["problems"] == []
 
 
-def test_the_readme_first_command_checks_the_example_site_and_changes_nothing(shipped: Path) -> None:
+def test_the_readme_first_command_backs_up_the_example_site_and_restores_it(shipped: Path, tmp_path: Path) -> None:
+    first = cli(shipped, "run", "backup", "--output", "json")  # maintainer.toml names inventories/example.yml
+    assert first.returncode == 0, first.stderr
+    change = json.loads(first.stdout)["sites"]["example-site"]["changes"][0]
+    store = shipped / ".maintainer" / "backups" / "example-site"
+    assert change["what"] == "backup" and change["location"] == f"file://{store}"
+    assert change["files"] >= 1 and change["new_files"] == change["files"]
+    again = json.loads(cli(shipped, "run", "backup", "--output", "json").stdout)
+    assert again["sites"]["example-site"]["changes"][0]["new_files"] == 0
+    listed = json.loads(cli(shipped, "backups", "list", "example-site", "-o", "json").stdout)
+    assert [b["status"] for b in listed["backups"]] == ["complete", "complete"]
+    out = tmp_path / "restored"
+    restored = cli(shipped, "restore", "example-site", "--to", str(out))
+    assert restored.returncode == 0, restored.stderr
+    source = shipped / "examples" / "site" / "public"
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in source.iterdir())
+    assert (out / "index.html").read_bytes() == (source / "index.html").read_bytes()
+    assert [e["runbook"]["name"] for e in read_log(shipped)] == ["backup", "backup", "restore"]
+
+
+def test_site_health_checks_the_example_site_and_changes_nothing(shipped: Path) -> None:
     result = cli(shipped, "run", "site-health", "--output", "json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)

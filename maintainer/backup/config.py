@@ -1,0 +1,121 @@
+"""A site's backup settings, read from its inventory vars.
+
+::
+
+    docroot: /var/www/shop
+    backup:
+      target: s3://acme-backups/sites        # or file:///srv/backups
+      exclude: [wp-content/cache, "*.log"]
+      retention: {keep_last: 3, keep_daily: 14, keep_weekly: 8, keep_monthly: 12}
+      s3: {region: eu-central-1, sse: AES256, storage_class: STANDARD_IA}
+    db: {engine: mariadb, name: shop, user: shop, password: "{{ vault_shop_db_password }}", host: 127.0.0.1}
+
+Every problem is ``BadInput`` naming the site and the key, before anything runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import BadInput
+from ..inventory import Site
+from .database import DatabaseSettings
+from .retention import RetentionPolicy
+from .store import S3Settings, Store, open_store
+
+
+class BackupSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str
+    #: a pattern with a '/' matches the path from the docroot, one without matches a name anywhere
+    exclude: list[str] = Field(default_factory=list)
+    retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
+    s3: S3Settings | None = None
+    #: zstd level: 1-3 is fast, 19 is small
+    compression_level: int = Field(default=3, ge=1, le=19)
+    #: new content is cut into packs of about this many bytes (before compression)
+    pack_size: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    #: stay on the docroot's file system, like ``find -xdev``
+    one_file_system: bool = True
+
+
+@dataclass
+class SiteBackup:
+    """What to back up for one site, and where to."""
+
+    site: str
+    docroot: str | None
+    settings: BackupSettings
+    db: DatabaseSettings | None
+
+    def store(self) -> Store:
+        return open_store(self.settings.target, self.site, self.settings.s3)
+
+
+def site_backup(site: Site) -> SiteBackup:
+    raw = site.vars.get("backup")
+    if not isinstance(raw, dict) or "target" not in raw:
+        raise BadInput(
+            f"site '{site.name}' has no backup target.",
+            key="backup.target",
+            fix="set backup.target in its inventory vars to s3://BUCKET/PREFIX or file:///ABSOLUTE/PATH.",
+        )
+    settings = _parse(site.name, "backup", BackupSettings, raw)
+    db_raw = site.vars.get("db")
+    db = _parse(site.name, "db", DatabaseSettings, db_raw) if db_raw else None
+    docroot = site.vars.get("docroot")
+    if docroot is not None and not str(docroot).startswith("/"):
+        raise BadInput(
+            f"site '{site.name}': docroot '{docroot}' is not an absolute path.",
+            key="docroot",
+            fix="give the docroot's absolute path on the site's host.",
+        )
+    if docroot is None and db is None:
+        raise BadInput(
+            f"site '{site.name}' has neither a docroot nor a db: there is nothing to back up.",
+            key="docroot",
+            fix="set docroot (the site's files) and/or db (its database) in the inventory.",
+        )
+    return SiteBackup(site.name, str(docroot) if docroot is not None else None, settings, db)
+
+
+def check_site_backup(site: Site) -> None:
+    """Everything about a site's backup settings that can be checked before a run: BadInput if wrong.
+
+    The store is set up too (no request is sent), so a missing credential or a malformed target
+    stops the run at plan time, naming the site.
+    """
+    spec = site_backup(site)
+    try:
+        spec.store()
+    except BadInput as exc:
+        if site.name not in exc.message:
+            exc.message = f"site '{site.name}': {exc.message}"
+        raise
+
+
+def _parse(site: str, prefix: str, model: type[Any], raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise BadInput(
+            f"site '{site}': '{prefix}' must be a mapping, got {type(raw).__name__}.",
+            key=prefix,
+            fix=f"write {prefix} as a YAML mapping of its keys.",
+        )
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join([prefix, *(str(p) for p in err["loc"])])
+        if err["type"] == "extra_forbidden":
+            known = ", ".join(sorted(model.model_fields))
+            message, fix = f"unknown key '{key}'", f"use one of: {known}."
+        elif err["type"] == "missing":
+            message, fix = f"'{key}' is required", f"set {key} in the site's inventory vars."
+        else:
+            # pydantic's text names the rule; the value itself may be a secret, so it is not shown
+            message, fix = f"'{key}': {err['msg']}", f"correct {key} in the site's inventory vars."
+        raise BadInput(f"site '{site}': {message}.", key=key, fix=fix) from None
