@@ -39,6 +39,7 @@ from .engine import Plan, RunResult, SiteResult, StepResult
 from .errors import MaintainerError
 from .inventory import Site
 from .transport import host_key
+from .units import human_bytes
 
 STATUS_STYLE = {
     "ok": "green",
@@ -342,7 +343,8 @@ def print_summary(result: RunResult, console: Console) -> None:
     table.add_column("time", justify="right")
     table.add_column("detail", overflow="fold")
     for name, site in result.sites.items():
-        detail = site.error or ""
+        # what the site's changes say of themselves (a backup's id and size), when nothing failed
+        detail = site.error or "; ".join(str(c["summary"]) for c in site.changes if c.get("summary"))
         if site.rollback != "none":
             detail = f"{detail} (rollback {site.rollback})".strip()
         table.add_row(
@@ -407,17 +409,6 @@ def print_details(result: RunResult, console: Console, max_lines: int = 20) -> N
             extra = {k: v for k, v in step.outputs.items() if k not in shown}
             if extra and step.uses != "shell":
                 console.print(Text(f"           {json.dumps(extra, default=str, sort_keys=True)}"))
-
-
-def human_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def print_backups(site: str, location: str, rows: list[Any], console: Console) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import BackupDamaged, MaintainerError, StepFailed
 from ..transport import Transport
+from ..units import human_bytes
 from . import tarstream
 from .config import BackupSettings, SiteBackup
 from .database import db_client
@@ -63,8 +64,15 @@ class BackupResult:
     databases: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
+    def summary(self) -> str:
+        dbs = f", database {', '.join(d['name'] for d in self.databases)}" if self.databases else ""
+        new = f"{self.new_files} new, {human_bytes(self.new_bytes)}"
+        sent = human_bytes(self.bytes_uploaded)
+        return f"backup {self.id}: {self.files} files ({new}){dbs}, {sent} uploaded"
+
     def record(self) -> dict[str, Any]:
         return {
+            "summary": self.summary(),
             "backup_id": self.id,
             "location": self.location,
             "parent": self.parent,

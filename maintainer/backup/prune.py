@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import MaintainerError
+from ..units import human_bytes
 from .manifest import LOCKS, backup_ids, load_manifest, manifest_key, time_of
 from .retention import RetentionPolicy, Snapshot, describe, select
 from .store import Store
@@ -45,6 +46,8 @@ class PruneReport:
 
     def record(self) -> dict[str, Any]:
         return {
+            "summary": f"removed {len(self.removed)} backup(s) and {self.objects_removed} object(s) "
+            f"({human_bytes(self.bytes_freed)}), kept {len(self.kept)} ({self.policy})",
             "location": self.location,
             "policy": self.policy,
             "dry_run": self.dry_run,

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 
 from ..errors import BackupDamaged, ObjectMissing, StepFailed
 from ..transport import Transport
+from ..units import human_bytes
 from . import tarstream
 from .config import SiteBackup
 from .database import db_client
@@ -49,8 +50,18 @@ class RestoreResult:
     damaged: list[str] = field(default_factory=list)
     duration: float = 0.0
 
+    def summary(self) -> str:
+        parts = []
+        if self.files_to:
+            removed = f", {self.removed} removed" if self.removed else ""
+            parts.append(f"{self.files} files ({human_bytes(self.bytes)}) into {self.files_to}{removed}")
+        if self.database:
+            parts.append(f"database {self.database} ({self.tables} tables checked)")
+        return f"restored backup {self.backup_id}: {'; '.join(parts) or 'nothing selected'}"
+
     def record(self) -> dict[str, Any]:
         return {
+            "summary": self.summary(),
             "backup_id": self.backup_id,
             "files_to": self.files_to,
             "files": self.files,
