@@ -62,9 +62,10 @@ CSV_COLUMNS = (
     "hash",
 )
 
-#: every status an entry records: a run's (ok, failed, interrupted) or a site's; "refused" (every
-#: site locked) is no longer recorded, but logs written by earlier versions may hold it
-STATUSES = ("ok", "failed", "unreachable", "locked", "skipped", "interrupted", "refused")
+#: every status an entry records: a run's (ok, failed, interrupted, refused) or a site's. A run is
+#: "refused" when no site started; it is recorded when a site's maintenance window refused it
+#: ("window_closed"), not when every site was locked (logs of earlier versions may hold those too)
+STATUSES = ("ok", "failed", "unreachable", "locked", "window_closed", "skipped", "interrupted", "refused")
 #: how a run was started, as recorded in ``trigger.kind``
 TRIGGER_KINDS = ("manual", "cron", "ci", "systemd", "script", "api")
 

@@ -38,6 +38,11 @@ INVENTORY = click.option(
 LIMIT = click.option(
     "--limit", "-l", metavar="PATTERN", help="Ansible host pattern, e.g. 'shop*' or 'web:!db'."
 )
+IGNORE_WINDOW = click.option(
+    "--ignore-window",
+    is_flag=True,
+    help="Run sites whose maintenance_window is closed (else they are not run: exit 3); recorded in the log.",
+)
 VAULT = click.option(
     "--vault-password-file",
     type=click.Path(dir_okay=False),
@@ -163,7 +168,7 @@ class _Group(click.Group):
 def cli(ctx: click.Context, project: str) -> None:
     """Run versioned maintenance runbooks against site inventories, with a tamper-evident change log.
 
-    Exit codes: 0 ok, 1 a site failed, 2 bad input (nothing run), 3 could not start (lock),
+    Exit codes: 0 ok, 1 a site failed, 2 bad input (nothing run), 3 could not start (lock, window),
     4 internal error, 130 interrupted.
     """
     ctx.obj = Path(project)
@@ -188,6 +193,7 @@ def cli(ctx: click.Context, project: str) -> None:
     metavar="SECONDS",
     help="Wait this long for a site lock held by another run instead of failing with exit 3.",
 )
+@IGNORE_WINDOW
 @click.option(
     "--trigger",
     type=click.Choice(TRIGGER_KINDS),
@@ -207,6 +213,7 @@ def run(
     concurrency: int | None,
     ticket: str | None,
     wait_lock: float,
+    ignore_window: bool,
     trigger: str | None,
     verbose: bool,
     vault_password_file: str | None,
@@ -226,6 +233,7 @@ def run(
         concurrency=concurrency,
         ticket=ticket,
         wait_lock=wait_lock,
+        ignore_window=ignore_window,
         vault_password_file=vault_password_file,
         trigger=trigger,
     )
@@ -491,6 +499,7 @@ def backups_verify(
 @INVENTORY
 @click.option("--dry-run", is_flag=True, help="Show what the retention policy would remove; remove nothing.")
 @click.option("--ticket", metavar="ID", help="The ticket this belongs to (recorded in the change log).")
+@IGNORE_WINDOW
 @VAULT
 @OUTPUT
 @_pass_project
@@ -500,6 +509,7 @@ def backups_prune(
     inventory: tuple[str, ...],
     dry_run: bool,
     ticket: str | None,
+    ignore_window: bool,
     vault_password_file: str | None,
     output: str,
 ) -> int:
@@ -515,6 +525,7 @@ def backups_prune(
         limit=site,
         dry_run=dry_run,
         ticket=ticket,
+        ignore_window=ignore_window,
         vault_password_file=vault_password_file,
     )
     return _run_runbook(options, output, verbose=True)
@@ -533,6 +544,7 @@ def backups_prune(
 @click.option("--yes", is_flag=True, help="Restore over the live site without asking (cron, CI).")
 @click.option("--dry-run", is_flag=True, help="Show what would be restored; change nothing.")
 @click.option("--ticket", metavar="ID", help="The ticket this belongs to (recorded in the change log).")
+@IGNORE_WINDOW
 @INVENTORY
 @VAULT
 @OUTPUT
@@ -549,6 +561,7 @@ def restore(
     yes: bool,
     dry_run: bool,
     ticket: str | None,
+    ignore_window: bool,
     inventory: tuple[str, ...],
     vault_password_file: str | None,
     output: str,
@@ -593,6 +606,7 @@ def restore(
         params=params,
         dry_run=dry_run,
         ticket=ticket,
+        ignore_window=ignore_window,
         vault_password_file=vault_password_file,
     )
     return _run_runbook(options, output, verbose=True)

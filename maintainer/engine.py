@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from jinja2 import TemplateError
 from pydantic import ValidationError
 
-from . import locks, templating
+from . import locks, templating, windows
 from .actions import registry
 from .actions.base import ActionResult, RunInfo, StepContext
 from .changelog import ChangeLog
@@ -75,6 +75,8 @@ class RunOptions:
     vault_password_file: str | None = None
     operator: str | None = None
     trigger: str | None = None
+    #: run sites whose maintenance window is closed (recorded in the change log)
+    ignore_window: bool = False
 
 
 @dataclass
@@ -115,6 +117,7 @@ SITE_UNREACHABLE = "unreachable"
 SITE_LOCKED = "locked"
 SITE_SKIPPED = "skipped"
 SITE_INTERRUPTED = "interrupted"
+SITE_WINDOW_CLOSED = "window_closed"  # not run: its maintenance window was closed (exit 3 like locked)
 
 
 @dataclass
@@ -129,6 +132,8 @@ class SiteResult:
     duration: float = 0.0
     lock_broken: dict[str, Any] | None = None
     internal_error: bool = False
+    #: the site's maintenance window as checked at its turn (windows.Window.state), if it has one
+    window: dict[str, Any] | None = None
 
     @property
     def changes(self) -> list[dict[str, Any]]:
@@ -154,6 +159,8 @@ class SiteResult:
             data["rollback"] = self.rollback
         if self.lock_broken:
             data["lock_broken"] = self.lock_broken
+        if self.window:
+            data["window"] = self.window
         return data
 
 
@@ -184,6 +191,7 @@ class SitePlan:
     rollback: list[PlannedStep]
     finally_: list[PlannedStep]
     error: str | None = None  # dry run: why the preview could not be made
+    window: windows.Window | None = None  # the site's maintenance_window; None: always open
 
 
 @dataclass
@@ -197,8 +205,19 @@ class Plan:
     concurrency: int
     max_fail: int | None
     redactor: Redactor
+    ignore_window: bool = False
+
+    def window_state(self, site_plan: SitePlan, now: datetime) -> dict[str, Any] | None:
+        """The site's window at ``now`` (spec, open, next_open or closes, ignored), or None without one."""
+        if site_plan.window is None:
+            return None
+        state = site_plan.window.state(now)
+        if not state["open"] and self.ignore_window:
+            state["ignored"] = True
+        return state
 
     def record(self) -> dict[str, Any]:
+        now = datetime.now(UTC)
         return {
             "run_id": self.run.id,
             "runbook": {
@@ -222,9 +241,11 @@ class Plan:
                     "finally": [p.record(self.redactor) for p in sp.finally_],
                     # a site the dry run could not preview: the real run would fail there
                     **({"previewed": False, "error": sp.error} if sp.error else {}),
+                    **({"window": self.window_state(sp, now)} if sp.window else {}),
                 }
                 for sp in self.sites
             },
+            **({"ignore_window": True} if self.ignore_window else {}),
         }
 
 
@@ -370,8 +391,8 @@ def make_batches(count: int, serial: int | str | None) -> list[list[int]]:
 def _all_failed(batch: list[SiteResult]) -> bool:
     """No site of the batch succeeded and at least one failed or was unreachable.
 
-    Sites that never started (locked, interrupted) do not count as a success: a batch of one
-    failed site and one locked site still stops the run.
+    Sites that never started (locked, window closed, interrupted) do not count as a success: a
+    batch of one failed site and one locked site still stops the run.
     """
     statuses = {r.status for r in batch}
     return SITE_OK not in statuses and bool(statuses & {SITE_FAILED, SITE_UNREACHABLE})
@@ -428,6 +449,21 @@ def _check_site(step: Step, site: Site, args: dict[str, Any], inventory: Invento
         raise
 
 
+def site_window(site: Site, inventory: Inventory) -> windows.Window | None:
+    """The site's maintenance window (None without the var: always open); invalid: BadInput."""
+    if windows.VAR not in site.vars:
+        return None
+    try:
+        return windows.parse_window(site.vars[windows.VAR])
+    except ValueError as exc:
+        raise BadInput(
+            f"site '{site.name}' has an invalid {windows.VAR}: {exc}.",
+            file=", ".join(str(s) for s in inventory.sources),
+            key=windows.VAR,
+            fix=f"write it as {windows.SYNTAX}, or remove it for no restriction.",
+        ) from None
+
+
 # ------------------------------------------------------------------ stages
 
 
@@ -475,6 +511,7 @@ def plan(
     empty_steps = {s.id: {"status": "pending", "outputs": {}} for _, s in model.all_steps()}
     site_plans = []
     for site in sites:
+        window = site_window(site, inventory)
         context = site_context(site, params, run, empty_steps)
         sections: dict[str, list[PlannedStep]] = {"steps": [], "rollback": [], "finally": []}
         for section, steps in (
@@ -498,7 +535,9 @@ def plan(
                     args = _validate_args(loaded, section, index, step, rendered, inventory.redactor)
                     _check_site(step, site, args, inventory)
                 sections[section].append(PlannedStep(section, index, step, args))
-        site_plans.append(SitePlan(site, sections["steps"], sections["rollback"], sections["finally"]))
+        site_plans.append(
+            SitePlan(site, sections["steps"], sections["rollback"], sections["finally"], window=window)
+        )
     concurrency = options.concurrency or model.concurrency
     return Plan(
         run=run,
@@ -510,6 +549,7 @@ def plan(
         concurrency=max(1, concurrency),
         max_fail=count_of(model.max_fail, len(site_plans)),
         redactor=inventory.redactor,
+        ignore_window=options.ignore_window,
     )
 
 
@@ -679,6 +719,8 @@ class Executor:
         if self.cancel.is_set():
             result.status, result.error = SITE_SKIPPED, "not started: the run was interrupted"
             return result
+        if self._window_closed(site_plan, result):
+            return self._finish(result, started)
         self.reporter.site_started(site.name)
         try:
             transport = self._connect(site)
@@ -730,6 +772,27 @@ class Executor:
             except MaintainerError as exc:
                 self.reporter.message(site.name, f"could not release lock: {exc}")
         return self._finish(result, started)
+
+    def _window_closed(self, site_plan: SitePlan, result: SiteResult) -> bool:
+        """Check the site's maintenance window now, at its turn: True when it must not run.
+
+        Checked before connecting and locking, so a refused site is not touched at all. Only the
+        start counts: a site that started inside its window finishes even if the window closes.
+        """
+        if site_plan.window is None:
+            return False
+        now = datetime.now(UTC)
+        result.window = self.plan.window_state(site_plan, now)
+        assert result.window is not None
+        if result.window["open"]:
+            return False
+        message = site_plan.window.closed_message(now)
+        if self.options.ignore_window:
+            self.reporter.message(site_plan.site.name, f"{message}; running anyway (--ignore-window)")
+            return False
+        result.status = SITE_WINDOW_CLOSED
+        result.error = f"not started: {message}. Run then, or give --ignore-window to run now"
+        return True
 
     def _finish(self, result: SiteResult, started: float) -> SiteResult:
         result.duration = time.monotonic() - started
@@ -999,9 +1062,10 @@ def run(
     )
     result.status, result.exit_code = outcome_of(results, cancel.is_set())
     entry = change_log_entry(result, options)
-    if result.status == "refused":
+    if result.status == "refused" and not any(r.status == SITE_WINDOW_CLOSED for r in results.values()):
         # refused before starting (every site locked by another run): nothing ran, nothing is
-        # logged, as for bad input; the document still says who holds the locks
+        # logged, as for bad input; the document still says who holds the locks. A site refused
+        # for its maintenance window is a decision of the inventory: that refusal is recorded.
         result.unrecorded = {**entry, "recorded": False}
     else:
         result.entry = record(project, entry)
@@ -1033,10 +1097,10 @@ def outcome_of(results: dict[str, SiteResult], interrupted: bool) -> tuple[str, 
         return "interrupted", ExitCode.INTERRUPTED
     if any(r.internal_error for r in results.values()):
         return "failed", ExitCode.INTERNAL
-    if statuses == {SITE_LOCKED}:
+    if statuses and statuses <= {SITE_LOCKED, SITE_WINDOW_CLOSED}:
         return "refused", ExitCode.CANNOT_START  # nothing started anywhere
-    if statuses & {SITE_FAILED, SITE_UNREACHABLE, SITE_SKIPPED, SITE_LOCKED}:
-        # some sites ran: a locked one is a site not done, like a failed one
+    if statuses & {SITE_FAILED, SITE_UNREACHABLE, SITE_SKIPPED, SITE_LOCKED, SITE_WINDOW_CLOSED}:
+        # some sites ran: a locked one, or one whose window was closed, is a site not done
         return "failed", ExitCode.SITE_FAILED
     return "ok", ExitCode.OK
 
@@ -1075,6 +1139,7 @@ def change_log_entry(result: RunResult, options: RunOptions) -> dict[str, Any]:
         },
         "inventory": {"sources": [str(s) for s in plan.inventory.sources], "digest": plan.inventory.digest},
         "limit": options.limit,
+        **({"ignore_window": True} if options.ignore_window else {}),
         "params": plan.redactor(plan.params),
         "status": result.status,
         "exit_code": int(result.exit_code),

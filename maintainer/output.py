@@ -47,6 +47,7 @@ STATUS_STYLE = {
     "timeout": "bold red",
     "unreachable": "red",
     "locked": "yellow",
+    "window_closed": "yellow",
     "skipped": "dim",
     "interrupted": "yellow",
     "refused": "yellow",
@@ -279,6 +280,7 @@ def print_plan(plan: Plan, console: Console) -> None:
     connections = {sp.site.name: plan.redactor.text(connection_label(sp.site)) for sp in plan.sites}
     batch_of = {name: n for n, names in enumerate(record["batches"], 1) for name in names}
     several = len(plan.batches) > 1
+    windows_of = {sp.site.name: sp.window for sp in plan.sites}
 
     header = Text()
     header.append("Plan", style="bold")
@@ -305,6 +307,14 @@ def print_plan(plan: Plan, console: Console) -> None:
         console.print(heading)
         if site.get("error"):
             console.print(Text(f"  cannot preview: {site['error']}", style="red"))
+        window, site_window = site.get("window"), windows_of.get(name)
+        if window and site_window:
+            # as the record says it, at the moment it was checked
+            state = site_window.summary(datetime.fromisoformat(window["checked"]))
+            if not window["open"]:
+                state += "; run anyway: --ignore-window" if window.get("ignored") else ": a real run skips it"
+            style = "green" if window["open"] else "yellow"
+            console.print(Text(f"  maintenance window {window['spec']}: ").append(state, style=style))
         for section in ("steps", "rollback", "finally"):
             if not site[section]:
                 continue

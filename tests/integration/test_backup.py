@@ -488,3 +488,19 @@ def test_a_site_that_is_not_in_the_inventory_is_bad_input(tmp_path):
     project = project_with(tmp_path, {"shop": vars_})
     proc = cli(project, "backups", "list", "shpo")
     assert proc.returncode == 2 and "did you mean 'shop'" in proc.stderr
+
+
+def test_an_emergency_restore_outside_the_window_needs_ignore_window(tmp_path):
+    from tests.integration.test_maintenance_window import window
+
+    _, _, vars_ = local_backup_site(tmp_path)
+    assert cli(project_with(tmp_path, {"shop": vars_}), "run", "backup").returncode == 0
+    vars_["maintenance_window"] = window(is_open=False)
+    project = project_with(tmp_path, {"shop": vars_})
+    out = tmp_path / "out"
+    refused = cli(project, "restore", "shop", "--to", str(out))
+    assert refused.returncode == 3 and "maintenance window" in refused.stderr and not out.exists()
+    proc, doc = run_json(project, "restore", "shop", "--to", str(out), "--ignore-window")
+    assert proc.returncode == 0, proc.stderr
+    assert doc["ignore_window"] is True and doc["sites"]["shop"]["window"]["ignored"] is True
+    assert (out / "index.php").exists()
