@@ -491,7 +491,8 @@ def backups_verify(
         _emit_json({"site": site, **report.record()})
     else:
         print_verify(site, report, make_console())
-    return ExitCode.OK if report.ok else ExitCode.SITE_FAILED
+    # no backup at all proves nothing restorable exists: a nightly check must notice
+    return ExitCode.OK if report.ok and report.backups else ExitCode.SITE_FAILED
 
 
 @backups.command("prune")

@@ -504,3 +504,10 @@ def test_an_emergency_restore_outside_the_window_needs_ignore_window(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert doc["ignore_window"] is True and doc["sites"]["shop"]["window"]["ignored"] is True
     assert (out / "index.php").exists()
+
+
+def test_verify_without_any_backup_fails_a_nightly_check(tmp_path):
+    _, _, vars_ = local_backup_site(tmp_path)
+    project = project_with(tmp_path, {"shop": vars_})
+    proc = cli(project, "backups", "verify", "shop")
+    assert proc.returncode == 1 and "no backups yet" in proc.stdout
