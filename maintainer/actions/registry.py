@@ -26,6 +26,12 @@ _BUILTINS = {
     "backup": "maintainer.actions.backup:BackupAction",
     "backup_prune": "maintainer.actions.backup_prune:BackupPruneAction",
     "restore": "maintainer.actions.restore:RestoreAction",
+    "perf_facts": "maintainer.actions.perf_facts:PerfFactsAction",
+    "perf_configs": "maintainer.actions.perf_configs:PerfConfigsAction",
+    "http_bench": "maintainer.actions.http_bench:HttpBenchAction",
+    "perf_compare": "maintainer.actions.perf_compare:PerfCompareAction",
+    "os_packages": "maintainer.actions.os_packages:OsPackagesAction",
+    "reboot": "maintainer.actions.reboot:RebootAction",
 }
 
 

@@ -1,0 +1,321 @@
+"""``perf_configs``: render tuned server configs from the site's facts, validate them all, install them.
+
+Each entry of ``files`` is one component's config (``nginx``, ``php_fpm``, ``opcache``,
+``mariadb``, or any name): a Jinja2 file under templates/ rendered with the step's context
+plus ``facts`` (what the host has), ``tune`` (the tuned values) and ``why`` (each value's
+reason), so the reasons can go into the file as comments. Every changed file is validated
+on a temp copy beside it (``validate``, ``%s`` is the copy) before any is written: one bad
+file and nothing is installed. The previous versions are kept (``dest.<run-id>.bak``) and put
+back when the site fails later in the run, e.g. when a measurement says it got slower.
+
+A file whose only differences are comment lines (``#`` or ``;`` first) is left as it is: the
+reasons name measured inputs (worker sizes, data size) that move a little from run to run, and
+a re-run that would change no value changes nothing. A file's comments give the reasons of
+when its values were last set.
+
+A dry run reads the facts, computes the same values and shows every file's diff.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import posixpath
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import TemplateError, TemplateNotFound
+from pydantic import Field
+
+from .. import templating
+from ..errors import BadInput, StepFailed
+from ..perf import tuning
+from ..perf.facts import Facts
+from .base import Action, ActionResult, Args, StepContext, tail
+from .perf_facts import facts_of
+from .template import _file_mode, _mode, templates_dir
+
+if TYPE_CHECKING:
+    from ..inventory import Site
+
+#: the inventory var that pins values for a site, e.g. {pm_max_children: 20}
+SITE_PINS = "perf_tuning"
+_STATE = "perf_configs_previous"
+
+
+class ConfigFile(Args):
+    src: str  # relative to the project's templates/
+    dest: str
+    validate_cmd: str | None = Field(default=None, alias="validate")
+    mode: str | int | None = None  # the existing file's mode is kept when unset
+    #: lines starting with these (after blanks) are comments: changing only them changes nothing
+    comments: list[str] = Field(default_factory=lambda: ["#", ";"])
+
+
+class PerfConfigsArgs(Args):
+    #: component -> its config file
+    files: dict[str, ConfigFile]
+    #: which of ``files`` to render (default: all)
+    components: list[str] | None = None
+    #: tuned values to replace for this run ('auto' or null: computed)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    php_memory_percent: int | None = Field(default=None, ge=5, le=90)
+    db_memory_percent: int = Field(default=25, ge=5, le=90)
+    children_per_cpu: int = Field(default=8, ge=1, le=100)
+    #: the PHP worker size to assume when none is running to be measured (MB)
+    worker_mb: int | None = Field(default=None, ge=4, le=4096)
+    backup: bool = True
+
+
+@dataclass
+class _Rendered:
+    component: str
+    spec: ConfigFile
+    old: bytes | None
+    new: bytes
+
+    @property
+    def changed(self) -> bool:
+        """Whether a setting differs (comments aside)."""
+        if self.old is None:
+            return True
+        return _settings(self.old, self.spec.comments) != _settings(self.new, self.spec.comments)
+
+
+def _settings(data: bytes, comments: list[str]) -> list[str]:
+    """The lines that say something to the server: no comments, no blank lines."""
+    prefixes = tuple(c for c in comments if c)
+    lines = (line.strip() for line in data.decode("utf-8", "replace").splitlines())
+    return [line for line in lines if line and not (prefixes and line.startswith(prefixes))]
+
+
+def _sha(data: bytes | None) -> str | None:
+    return hashlib.sha256(data).hexdigest() if data is not None else None
+
+
+def _diff(item: _Rendered) -> str:
+    return "".join(
+        difflib.unified_diff(
+            (item.old or b"").decode("utf-8", "replace").splitlines(keepends=True),
+            item.new.decode("utf-8", "replace").splitlines(keepends=True),
+            fromfile=f"{item.spec.dest} (current)" if item.old is not None else "/dev/null",
+            tofile=f"{item.spec.dest} (rendered)",
+        )
+    )
+
+
+class PerfConfigsAction(Action):
+    name = "perf_configs"
+    Args = PerfConfigsArgs
+    undoable = True
+    summary = (
+        "render tuned nginx/PHP-FPM/OPcache/MariaDB configs from the host's facts, validate all, install"
+    )
+
+    def check_site(self, site: Site, args: PerfConfigsArgs) -> None:
+        unknown_components = sorted(set(args.components or []) - set(args.files))
+        if unknown_components:
+            raise BadInput(
+                f"perf_configs: components {', '.join(unknown_components)} have no entry in 'files'.",
+                fix=f"choose from {', '.join(args.files)}.",
+            )
+        pins = site.vars.get(SITE_PINS)
+        if pins is not None and not isinstance(pins, dict):
+            raise BadInput(f"site '{site.name}': {SITE_PINS} must be a mapping of value names to values.")
+        for source, names in ((f"site '{site.name}' {SITE_PINS}", pins or {}), ("overrides", args.overrides)):
+            bad = tuning.unknown(names)
+            if bad:
+                close = {n: difflib.get_close_matches(n, sorted(tuning.KNOBS), 1) for n in bad}
+                hints = ", ".join(f"{n} (did you mean {c[0]}?)" if c else n for n, c in close.items())
+                raise BadInput(
+                    f"{source} names no tunable value: {hints}.",
+                    fix=f"tunable values: {', '.join(sorted(tuning.KNOBS))}.",
+                )
+
+    # ------------------------------------------------------------ shared by dry run and run
+
+    def _tune(self, ctx: StepContext, args: PerfConfigsArgs, facts: Facts) -> dict[str, tuning.Knob]:
+        policy = tuning.Policy(
+            php_memory_percent=args.php_memory_percent,
+            db_memory_percent=args.db_memory_percent,
+            children_per_cpu=args.children_per_cpu,
+            worker_mb=args.worker_mb,
+        )
+        pins = tuning.pins_of(ctx.site.vars.get(SITE_PINS), args.overrides)
+        return tuning.compute(facts, policy, pins)
+
+    def _selected(self, args: PerfConfigsArgs, facts: Facts) -> tuple[list[str], dict[str, str]]:
+        """The components to render, and those skipped because their server is not installed."""
+        chosen = args.components if args.components is not None else list(args.files)
+        selected, skipped = [], {}
+        for component in chosen:
+            fact, label = tuning.REQUIRES.get(component, (None, ""))
+            if fact is not None and getattr(facts, fact) is None:
+                skipped[component] = f"{label} is not installed on this host"
+            else:
+                selected.append(component)
+        return selected, skipped
+
+    def _render(
+        self, ctx: StepContext, component: str, spec: ConfigFile, facts: Facts, knobs: dict[str, tuning.Knob]
+    ) -> bytes:
+        root = templates_dir(ctx.project_dir)
+        try:
+            template = templating.file_template(root, spec.src)
+            return template.render(
+                **ctx.variables,
+                facts=facts.as_dict(),
+                tune={name: knob.value for name, knob in knobs.items()},
+                why={name: knob.reason for name, knob in knobs.items()},
+            ).encode()
+        except TemplateNotFound as exc:
+            raise StepFailed(f"{component}: template '{spec.src}' not found under {root}") from exc
+        except TemplateError as exc:
+            lineno = getattr(exc, "lineno", None)
+            where = f"{spec.src}:{lineno}" if lineno else spec.src
+            raise StepFailed(f"{component}: template {where}: {exc}") from exc
+
+    def _prepare(
+        self, ctx: StepContext, args: PerfConfigsArgs, facts: Facts
+    ) -> tuple[dict[str, tuning.Knob], list[_Rendered], dict[str, str]]:
+        knobs = self._tune(ctx, args, facts)
+        selected, skipped = self._selected(args, facts)
+        rendered = []
+        for component in selected:
+            spec = args.files[component]
+            new = self._render(ctx, component, spec, facts, knobs)
+            rendered.append(_Rendered(component, spec, ctx.transport.read_file(spec.dest), new))
+        return knobs, rendered, skipped
+
+    def _summary(self, knobs: dict[str, tuning.Knob], rendered: list[_Rendered], verb: str) -> str:
+        changed = [r.component for r in rendered if r.changed]
+        head = f"{verb} {', '.join(changed)}" if changed else "no config changes"
+        return f"{head}: {tuning.summary(knobs, [r.component for r in rendered])}"
+
+    # ------------------------------------------------------------ dry run
+
+    def dry_run(self, ctx: StepContext, args: PerfConfigsArgs) -> dict[str, Any]:
+        facts = facts_of(ctx)
+        knobs, rendered, skipped = self._prepare(ctx, args, facts)
+        for item in rendered:
+            folder = posixpath.dirname(item.spec.dest) or "."
+            if item.changed and not ctx.transport.run(["test", "-d", folder, "-a", "-w", folder]).ok:
+                raise StepFailed(
+                    f"{item.component}: cannot write {item.spec.dest}: {folder} is not a writable directory"
+                )
+        return {
+            "summary": self._summary(knobs, rendered, "would change"),
+            "changed_components": [r.component for r in rendered if r.changed],
+            "skipped": skipped,
+            "tuning": {name: knob.as_dict() for name, knob in knobs.items()},
+            "diff": ctx.redactor.text("".join(_diff(r) for r in rendered if r.changed)),
+        }
+
+    # ------------------------------------------------------------ run
+
+    def run(self, ctx: StepContext, args: PerfConfigsArgs) -> ActionResult:
+        facts = facts_of(ctx)
+        knobs, rendered, skipped = self._prepare(ctx, args, facts)
+        modes = {r.component: _mode(r.spec.mode) for r in rendered}
+        old_modes = {
+            r.component: _file_mode(ctx, r.spec.dest) if r.old is not None else None for r in rendered
+        }
+        todo = [
+            r
+            for r in rendered
+            if r.changed or (modes[r.component] is not None and modes[r.component] != old_modes[r.component])
+        ]
+        for item in todo:  # all validated before any is installed
+            if item.spec.validate_cmd:
+                self._validate(ctx, item)
+        previous = ctx.state.setdefault(_STATE, {})
+        written: list[_Rendered] = []
+        backups: dict[str, str | None] = {}
+        try:
+            for item in todo:
+                backup = None
+                if item.old is not None and args.backup:
+                    backup = f"{item.spec.dest}.{ctx.run.id}.bak"
+                    ctx.transport.write_file(backup, item.old, 0o600)
+                backups[item.component] = backup
+                previous[item.spec.dest] = (item.old, old_modes[item.component])
+                ctx.transport.write_file(item.spec.dest, item.new, modes[item.component])
+                written.append(item)
+        except BaseException:
+            for item in reversed(written):  # none or all: a half-tuned host is no state to leave
+                self._restore(ctx, item.spec.dest)
+            raise
+        for item in todo:
+            ctx.log(f"{item.component}: installed {item.spec.dest}")
+        changed_components = [r.component for r in todo]
+        outputs: dict[str, Any] = {
+            "summary": self._summary(knobs, rendered, "changed"),
+            "changed": bool(todo),
+            "changed_components": changed_components,
+            "skipped": skipped,
+            "facts": facts.as_dict(),
+            "tuning": {name: knob.value for name, knob in knobs.items()},
+            "reasons": {name: knob.reason for name, knob in knobs.items()},
+            "files": {
+                r.component: {
+                    "dest": r.spec.dest,
+                    "sha256": _sha(r.new),
+                    "changed": r.component in changed_components,
+                    "backup": backups.get(r.component),
+                }
+                for r in rendered
+            },
+        }
+        changes = [
+            {
+                "kind": "file",
+                "component": item.component,
+                "path": item.spec.dest,
+                "before_sha256": _sha(item.old),
+                "after_sha256": _sha(item.new),
+                "before_mode": None
+                if old_modes[item.component] is None
+                else f"{old_modes[item.component]:04o}",
+                "after_mode": f"{modes[item.component] or old_modes[item.component] or 0o644:04o}",
+                "backup": backups[item.component],
+                "diff": ctx.redactor.text(_diff(item)),
+            }
+            for item in todo
+        ]
+        return ActionResult(outputs=outputs, changes=changes, changed=bool(todo))
+
+    def _validate(self, ctx: StepContext, item: _Rendered) -> None:
+        command = item.spec.validate_cmd or ""
+        if "%s" not in command:
+            raise StepFailed(f"{item.component}: 'validate' must contain %s (the rendered temp file)")
+        dest = Path(item.spec.dest)
+        candidate = str(dest.with_name(f".{dest.name}.{ctx.run.id}.candidate"))
+        ctx.transport.write_file(candidate, item.new, _mode(item.spec.mode) or 0o600)
+        try:
+            result = ctx.transport.run(
+                command.replace("%s", shlex.quote(candidate)), timeout=ctx.timeout, cancel=ctx.cancel
+            )
+        finally:
+            ctx.transport.run(["rm", "-f", candidate])
+        if result.rc != 0 or result.timed_out or result.cancelled:
+            raise StepFailed(
+                f"{item.component}: validation of {item.spec.dest} failed (rc {result.rc}), nothing was "
+                f"installed: {tail(result.stderr or result.stdout)}",
+                outputs={"component": item.component, "rc": result.rc, "stderr": result.stderr},
+            )
+
+    def _restore(self, ctx: StepContext, dest: str) -> None:
+        previous, previous_mode = ctx.state.get(_STATE, {}).get(dest, (None, None))
+        if previous is None:
+            ctx.transport.run(["rm", "-f", dest])
+        else:
+            ctx.transport.write_file(dest, previous, previous_mode)
+
+    def undo(self, ctx: StepContext, args: PerfConfigsArgs, result: ActionResult) -> bool:
+        for component, info in result.outputs.get("files", {}).items():
+            if info.get("changed"):
+                self._restore(ctx, info["dest"])
+                ctx.log(f"{component}: restored the previous {info['dest']}")
+        return True
