@@ -529,7 +529,7 @@ def backups_prune(
         ignore_window=ignore_window,
         vault_password_file=vault_password_file,
     )
-    return _run_runbook(options, output, verbose=True)
+    return _run_runbook(options, output)
 
 
 @cli.command()
@@ -570,34 +570,26 @@ def restore(
     """Restore SITE from a backup: runs the restore runbook (locked, recorded in the change log)."""
     from . import engine
     from .backup.catalog import find_site
+    from .backup.restore import restore_target
 
-    if files_only and db_only:
-        raise click.UsageError("--files-only and --db-only exclude each other.")
-    files = not db_only
-    database = not files_only and not paths  # --path picks files; add --db NAME to restore the dump too
-    if db and not db_only:
-        database = True
     _, spec = find_site(project, inventory, site, vault_password_file)
-    over_live = (files and to is None and spec.docroot is not None) or (database and db is None and spec.db)
-    if over_live and not yes and not dry_run:
+    target = restore_target(spec, to=to, db=db, paths=paths, files_only=files_only, db_only=db_only)
+    if target.live and not yes and not dry_run:
+        what = " and ".join(target.live)
         if not sys.stdin.isatty():
             raise BadInput(
-                f"restoring backup '{backup_id}' over the live site '{site}' needs confirmation.",
-                fix="add --yes (cron, CI), or restore elsewhere with --to DIR / --db NAME.",
+                f"restoring backup '{backup_id}' over the live site '{site}' ({what}) needs confirmation.",
+                fix="add --yes (cron, CI), or restore elsewhere: --to DIR for the files, --db NAME for "
+                "the database.",
             )
-        parts = (("files", files and to is None), ("database", database and not db))
-        click.confirm(
-            f"Overwrite {site}'s {' and '.join(w for w, on in parts if on)} with backup '{backup_id}'?",
-            abort=True,
-            err=True,
-        )
+        click.confirm(f"Overwrite {site}'s live {what} with backup '{backup_id}'?", abort=True, err=True)
     params = {
         "backup": backup_id,
         "to": to or "",
         "db": db or "",
-        "paths": ",".join(paths),
-        "files": str(files).lower(),
-        "database": str(database).lower(),
+        "paths": json.dumps(list(paths)),  # a JSON list: commas and brackets in globs stay intact
+        "files": str(target.files).lower(),
+        "database": str(target.database).lower(),
     }
     options = engine.RunOptions(
         runbook="restore",
@@ -610,7 +602,7 @@ def restore(
         ignore_window=ignore_window,
         vault_password_file=vault_password_file,
     )
-    return _run_runbook(options, output, verbose=True)
+    return _run_runbook(options, output)
 
 
 # ------------------------------------------------------------------ log

@@ -140,7 +140,8 @@ class SiteResult:
         return [
             {"step": s.id, **c}
             for s in self.steps
-            if s.status == "ok" and s.section != "undo"
+            # a failed step has changes only when it says what it did before failing
+            if s.section != "undo"
             for c in s.changes
         ]
 
@@ -974,6 +975,7 @@ class Executor:
             )
             outcome.error = self.plan.redactor.text(str(exc))
             outcome.outputs = self.plan.redactor(exc.outputs)
+            outcome.changes = self.plan.redactor([{**c, "status": "failed"} for c in exc.changes])
         except (TemplateError, BadInput, ValidationError) as exc:
             outcome.status, outcome.error = "failed", self.plan.redactor.text(f"bad arguments: {exc}")
         except Unreachable as exc:

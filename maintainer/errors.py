@@ -125,9 +125,17 @@ class StepFailed(MaintainerError):
 
     exit_code = ExitCode.SITE_FAILED
 
-    def __init__(self, message: str, *, outputs: dict[str, object] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        outputs: dict[str, object] | None = None,
+        changes: list[dict[str, Any]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.outputs = outputs or {}
+        #: what the step changed before it failed (a restore that got half-way): recorded all the same
+        self.changes = changes or []
 
 
 class StepTimeout(StepFailed):
@@ -164,10 +172,11 @@ class ObjectExists(StoreError):
         self.key = key
 
 
-class BackupDamaged(MaintainerError):
-    """A backup's content does not match its manifest (corrupted or missing objects)."""
+class BackupDamaged(StepFailed):
+    """A backup's content does not match its manifest (corrupted or missing objects).
 
-    exit_code = ExitCode.SITE_FAILED
+    ``outputs`` (when raised from a restore) says what was restored all the same.
+    """
 
 
 class RecordFailed(MaintainerError):

@@ -439,7 +439,7 @@ def print_backups(site: str, location: str, rows: list[Any], console: Console) -
             Text(human_bytes(row.new_bytes)),
             Text(human_bytes(row.uploaded)),
             Text(", ".join(row.databases or []) or "-"),
-            Text("-" if row.duration is None else f"{row.duration:.0f}s"),
+            Text("-" if row.duration is None else f"{row.duration:.1f}s"),
         )
     if not rows:
         console.print(Text(f"{site}: no backups in {location} yet"))

@@ -8,13 +8,16 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-#: names that break naive scripts: spaces, quotes, a leading dash, non-ASCII, glob characters
+#: names that break naive scripts: spaces, quotes, a leading dash, non-ASCII, glob characters,
+#: a newline, a backslash and a colon
 ODD_NAMES = [
     "with space.txt",
     "quote'and\"dq.txt",
     "-starts-with-dash.php",
     "grüße 日本.html",
     "star*[x].css",
+    "new\nline.txt",
+    "back\\slash:colon.txt",
 ]
 
 

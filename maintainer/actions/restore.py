@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import posixpath
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 
 from ..backup.config import check_site_backup, site_backup
 from ..backup.manifest import find_backup
-from ..backup.restore import restore_backup, select_entries
+from ..backup.restore import files_not_in_backup, restore_backup, select_entries
 from ..backup.streams import Deadline
+from ..errors import BackupDamaged, BadInput, StoreError
 from .base import Action, ActionResult, Args, StepContext
 
 if TYPE_CHECKING:
@@ -33,6 +35,13 @@ class RestoreArgs(Args):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @field_validator("to")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"'to' must be an absolute path on the site's host, got '{value}'")
+        return value
+
 
 class RestoreAction(Action):
     name = "restore"
@@ -41,19 +50,39 @@ class RestoreAction(Action):
 
     def check_site(self, site: Site, args: RestoreArgs) -> None:
         check_site_backup(site)
+        # a backup id or paths that match nothing are input mistakes: exit 2 before anything runs
+        # (a store that cannot be read now is left to the run, which records the failure)
+        try:
+            manifest = find_backup(site_backup(site).store(), args.backup)
+        except BackupDamaged as exc:
+            raise BadInput(
+                f"site '{site.name}': {exc}.", key="backup", fix="pick an id from 'backups list SITE'."
+            ) from None
+        except StoreError:
+            return
+        if args.files and args.paths and not select_entries(manifest, args.paths):
+            raise BadInput(
+                f"site '{site.name}': no path in backup {manifest.id} matches {', '.join(args.paths)}.",
+                key="paths",
+                fix="paths are relative to the docroot; '*' stays in one directory, '**' crosses them.",
+            )
 
     def dry_run(self, ctx: StepContext, args: RestoreArgs) -> dict[str, Any]:
         spec = site_backup(ctx.site)
         manifest = find_backup(spec.store(), args.backup)
         entries = select_entries(manifest, args.paths) if args.files else []
-        in_place = args.to is None and not args.paths
+        dest = posixpath.normpath(args.to or spec.docroot or manifest.docroot)
+        in_place = args.files and not args.paths and dest == posixpath.normpath(spec.docroot or "")
+        removed: list[str] = []
+        if in_place:
+            conflicts, extras = files_not_in_backup(
+                ctx.transport, spec, manifest, dest, entries, Deadline(ctx.cancel, ctx.timeout)
+            )
+            removed = conflicts + extras
         parts = []
         if args.files:
-            where = args.to or spec.docroot
-            parts.append(
-                f"{sum(1 for e in entries if e.type == 'file')} files into {where}"
-                + (" (removing files that are not in the backup)" if in_place else "")
-            )
+            gone = f" and remove {len(removed)} not in it ({', '.join(removed[:5])})" if removed else ""
+            parts.append(f"{sum(1 for e in entries if e.type == 'file')} files into {dest}{gone}")
         if args.database and manifest.databases:
             parts.append(f"the database dump into {args.db or (spec.db.name if spec.db else '?')}")
         return {
@@ -61,8 +90,8 @@ class RestoreAction(Action):
             "would_restore": manifest.id,
             "taken": manifest.started,
             "files": sum(1 for e in entries if e.type == "file"),
-            "files_to": (args.to or spec.docroot) if args.files else None,
-            "removes_files_not_in_backup": in_place and args.files,
+            "files_to": dest if args.files else None,
+            "would_remove": removed,
             "database_to": (args.db or (spec.db.name if spec.db else None)) if args.database else None,
         }
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, MaintainerError, did_you_mean
+from ..errors import BackupDamaged, BadInput, MaintainerError, did_you_mean
 from ..inventory import Site, load_inventory
 from ..project import load_project
 from .config import SiteBackup, site_backup
-from .manifest import LOCKS, backup_ids, load_manifest
+from .manifest import LOCKS, MANIFESTS, backup_ids, load_manifest, manifest_key, time_of
 from .prune import LOCK_STALE
 from .store import Store
 
@@ -52,6 +52,7 @@ class BackupRow:
     databases: list[str] | None = None
     duration: float | None = None
     warnings: int = 0
+    problem: str | None = None  # why a backup is damaged
 
     def record(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -61,8 +62,14 @@ def list_backups(store: Store, *, now: datetime | None = None) -> list[BackupRow
     """Every backup, oldest first; a backup still running (or that died) shows by its lock."""
     now = now or datetime.now(UTC)
     rows = []
+    manifest_sizes = {info.key: info.size for info in store.list(MANIFESTS)}
     for backup_id in backup_ids(store):
-        m = load_manifest(store, backup_id)
+        try:
+            m = load_manifest(store, backup_id)
+        except BackupDamaged as exc:
+            rows.append(BackupRow(id=backup_id, time=time_of(backup_id).isoformat(timespec="seconds"),
+                                  status="damaged", problem=str(exc)))  # fmt: skip
+            continue
         started = datetime.fromisoformat(m.started)
         finished = datetime.fromisoformat(m.finished)
         rows.append(
@@ -72,8 +79,10 @@ def list_backups(store: Store, *, now: datetime | None = None) -> list[BackupRow
                 status="complete",
                 files=m.stats.get("files", 0),
                 size=m.stats.get("bytes", 0) + sum(d.raw_size for d in m.databases),
-                new_bytes=m.stats.get("new_bytes", 0) + sum(d.raw_size for d in m.databases),
-                uploaded=m.stats.get("bytes_uploaded", 0),
+                # a database unchanged since the backup before shares that backup's dump
+                new_bytes=m.stats.get("new_bytes", 0)
+                + sum(d.raw_size for d in m.databases if d.key.startswith(f"db/{m.id}/")),
+                uploaded=m.stats.get("bytes_uploaded", 0) + manifest_sizes.get(manifest_key(m.id), 0),
                 databases=[d.name for d in m.databases],
                 duration=(finished - started).total_seconds(),
                 warnings=len(m.warnings),

@@ -15,12 +15,13 @@ Every problem is ``BadInput`` naming the site and the key, before anything runs.
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import BadInput
+from ..errors import BadInput, did_you_mean
 from ..inventory import Site
 from .database import DatabaseSettings
 from .retention import RetentionPolicy
@@ -58,13 +59,13 @@ class SiteBackup:
 
 def site_backup(site: Site) -> SiteBackup:
     raw = site.vars.get("backup")
-    if not isinstance(raw, dict) or "target" not in raw:
+    if raw is None or (isinstance(raw, dict) and "target" not in raw):
         raise BadInput(
             f"site '{site.name}' has no backup target.",
             key="backup.target",
             fix="set backup.target in its inventory vars to s3://BUCKET/PREFIX or file:///ABSOLUTE/PATH.",
         )
-    settings = _parse(site.name, "backup", BackupSettings, raw)
+    settings = _parse(site.name, "backup", BackupSettings, raw)  # not a mapping: says so
     db_raw = site.vars.get("db")
     db = _parse(site.name, "db", DatabaseSettings, db_raw) if db_raw else None
     docroot = site.vars.get("docroot")
@@ -98,7 +99,7 @@ def check_site_backup(site: Site) -> None:
         raise
 
 
-def _parse(site: str, prefix: str, model: type[Any], raw: Any) -> Any:
+def _parse(site: str, prefix: str, model: type[BaseModel], raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise BadInput(
             f"site '{site}': '{prefix}' must be a mapping, got {type(raw).__name__}.",
@@ -107,15 +108,48 @@ def _parse(site: str, prefix: str, model: type[Any], raw: Any) -> Any:
         )
     try:
         return model.model_validate(raw)
+    except BadInput as exc:  # raised by a model's own validator (e.g. S3Settings' key pairs)
+        if f"site '{site}'" not in exc.message:
+            exc.message = f"site '{site}': {exc.message}"
+        raise
     except ValidationError as exc:
         err = exc.errors()[0]
-        key = ".".join([prefix, *(str(p) for p in err["loc"])])
+        loc = [str(p) for p in err["loc"]]
+        key = ".".join([prefix, *loc])
         if err["type"] == "extra_forbidden":
-            known = ", ".join(sorted(model.model_fields))
-            message, fix = f"unknown key '{key}'", f"use one of: {known}."
+            owner = _model_at(model, loc[:-1]) or model
+            known = sorted(owner.model_fields)
+            message = f"unknown key '{key}'"
+            fix = f"{did_you_mean(loc[-1], known)}Use one of: {', '.join(known)}."
         elif err["type"] == "missing":
             message, fix = f"'{key}' is required", f"set {key} in the site's inventory vars."
+        elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            message = f"'{key}' must be a mapping, got {type(err['input']).__name__}"
+            fix = f"write {key} as a YAML mapping of its keys."
         else:
             # pydantic's text names the rule; the value itself may be a secret, so it is not shown
             message, fix = f"'{key}': {err['msg']}", f"correct {key} in the site's inventory vars."
         raise BadInput(f"site '{site}': {message}.", key=key, fix=fix) from None
+
+
+def _model_at(model: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    """The nested model at ``loc`` below ``model`` (``['s3']`` -> S3Settings), None if there is none."""
+    current: type[BaseModel] | None = model
+    for name in loc:
+        field = current.model_fields.get(name) if current is not None else None
+        if field is None:
+            return None
+        current = _model_of(field.annotation)
+    return current
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The model class in an annotation such as ``S3Settings | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None

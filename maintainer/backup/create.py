@@ -14,27 +14,31 @@ import getpass
 import hashlib
 import json
 import os
+import re
 import shlex
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import BackupDamaged, MaintainerError, StepFailed
+from ..errors import BackupDamaged, MaintainerError, StepCancelled, StepFailed, StepTimeout, StoreError
 from ..transport import Transport
 from ..units import human_bytes
 from . import tarstream
 from .config import BackupSettings, SiteBackup
 from .database import db_client
 from .manifest import (
+    DAMAGED,
     DumpInfo,
     Entry,
     Manifest,
     PackInfo,
-    latest_manifest,
+    backup_ids,
+    load_manifest,
     lock_key,
     manifest_key,
     new_backup_id,
@@ -44,6 +48,11 @@ from .store import Store
 from .streams import CompressedObject, Deadline, compressed_object, pump
 
 Log = Callable[[str], None]
+#: new files at least this big are hashed on the site first when their size matches a stored file
+#: (or another new file): a copy or a rename is then not sent again
+DEDUP_MIN_SIZE = 64 * 1024
+#: an unchanged database shares the previous backup's dump, but is dumped afresh at least this often
+DUMP_REUSE_DAYS = 7
 
 
 @dataclass
@@ -103,9 +112,44 @@ def create_backup(
     store.check()
     backup_id = new_backup_id(started)
     job = _Job(transport, spec, store, deadline, log, backup_id)
+    try:
+        return _complete(job, transport, spec, store, deadline, started, clock, run_id)
+    except (StepFailed, StoreError) as exc:
+        # no backup came of it; what it read and wrote is still worth recording
+        failed = exc if isinstance(exc, StepFailed) else StepFailed(str(exc))
+        failed.changes = failed.changes or [
+            {
+                "what": "backup",
+                "summary": f"backup {backup_id} failed: no backup was kept",
+                "backup_id": None,
+                "attempted_id": backup_id,
+                "location": store.location,
+                "bytes_read": job.read,
+                "bytes_uploaded": job.uploaded,
+                "duration": round(time.monotonic() - clock, 3),
+                "warnings": job.warnings,
+            }
+        ]
+        if failed is exc:
+            raise
+        raise failed from exc
+
+
+def _complete(
+    job: _Job,
+    transport: Transport,
+    spec: SiteBackup,
+    store: Store,
+    deadline: Deadline,
+    started: datetime,
+    clock: float,
+    run_id: str | None,
+) -> BackupResult:
+    backup_id = job.id
+    log = job.log
     with _in_progress(store, backup_id, run_id, started):
         parent = job.parent()
-        dumps = [job.dump_database()] if spec.db is not None else []
+        dumps = [job.dump_database(parent)] if spec.db is not None else []
         entries = job.files(parent) if spec.docroot is not None else []
         manifest = Manifest(
             id=backup_id,
@@ -122,6 +166,7 @@ def create_backup(
             databases=dumps,
             stats=job.stats(entries),
             warnings=job.warnings,
+            unreadable=sorted(set(job.unreadable)),
         )
         data = manifest.to_bytes()
         deadline.check()
@@ -147,6 +192,7 @@ def create_backup(
                 "bytes": d.raw_size,
                 "stored": d.size,
                 "tables": len(d.tables),
+                "dump": "new" if d.key.startswith(f"db/{backup_id}/") else f"unchanged since {d.dumped}",
             }
             for d in dumps
         ],
@@ -196,32 +242,45 @@ class _Job:
         self.deadline = deadline
         self.log = log
         self.id = backup_id
+        self.started = datetime.now(UTC).isoformat(timespec="seconds")
         self.read = 0
         self.uploaded = 0
         self.new_files = 0
         self.new_bytes = 0
         self.warnings: list[str] = []
+        self.unreadable: list[str] = []
         self.packs: dict[str, PackInfo] = {}
 
     def parent(self) -> Manifest | None:
-        try:
-            return latest_manifest(self.store)
-        except BackupDamaged as exc:
-            self.warnings.append(f"the previous backup is unreadable, so this one is a full backup: {exc}")
-            return None
+        """The newest readable backup: what this one is incremental to."""
+        for backup_id in reversed(backup_ids(self.store)):
+            try:
+                return load_manifest(self.store, backup_id)
+            except BackupDamaged as exc:
+                self.warn(f"skipping an unreadable previous backup: {exc}")
+        return None
 
     # ------------------------------------------------------------ database
 
-    def dump_database(self) -> DumpInfo:
+    def dump_database(self, parent: Manifest | None) -> DumpInfo:
         db = self.spec.db
         assert db is not None
         fmt = "custom" if db.engine == "postgresql" else "sql"
         key = f"db/{self.id}/{_safe_name(db.name)}.{fmt}.zst"
-        self.log(f"dumping database {db.name}")
         with db_client(self.transport, db, self.deadline.cancel) as client:
             version = client.server_version()
-            tables = client.table_stats()
+            before = client.table_stats()
+            try:
+                schema = client.schema_digest()
+            except (StepCancelled, StepTimeout):
+                raise
+            except StepFailed:
+                schema = None  # only an optimisation: without it the database is dumped again
             self.deadline.check()
+            reused = self._unchanged_dump(parent, db.engine, db.name, before, schema)
+            if reused is not None:
+                return reused
+            self.log(f"dumping database {db.name}")
             with compressed_object(self.store, key, self.spec.settings.compression_level) as obj:
                 tail = _Tail()
                 with self.transport.stream_out(client.dump_command()) as stream:
@@ -233,6 +292,22 @@ class _Job:
                         f"the dump of database '{db.name}' ended early after {obj.raw_size} bytes "
                         "(no 'Dump completed' line) although the dump tool exited 0"
                     )
+            # figures that did not move during the dump are the dump's own; the others were
+            # written to meanwhile (a live site): a restore cannot be checked against them
+            try:
+                after = client.table_stats()
+            except (StepCancelled, StepTimeout):
+                raise
+            except StepFailed as exc:  # the dump is good; only its figures cannot be trusted
+                self.warn(f"table figures after the dump could not be read ({exc}): none is checkable")
+                after = {}
+        tables: dict[str, dict[str, Any]] = {}
+        for name, stat in before.items():
+            tables[name] = {**stat, "stable": after.get(name) == stat}
+        moving = [name for name, stat in tables.items() if not stat["stable"]]
+        if moving and after:
+            shown = ", ".join(moving[:20])
+            self.warn(f"tables written to during the dump (not checkable after a restore): {shown}")
         written = obj.written
         assert written is not None
         self.uploaded += written.size
@@ -246,8 +321,37 @@ class _Job:
             raw_size=written.raw_size,
             raw_sha256=written.raw_sha256,
             server_version=version,
-            tables={name: dict(stat) for name, stat in tables.items()},
+            tables=tables,
+            schema_sha256=schema or "",
+            dumped=self.started,
         )
+
+    def _unchanged_dump(
+        self, parent: Manifest | None, engine: str, name: str, now: dict[str, Any], schema: str | None
+    ) -> DumpInfo | None:
+        """The previous backup's dump when the database has not changed since: same schema, and
+        every table with the same rows and checksum as then (figures the dump itself had).
+
+        A database unchanged for ``DUMP_REUSE_DAYS`` is dumped afresh all the same.
+        """
+        previous = (
+            next((d for d in parent.databases if (d.engine, d.name) == (engine, name)), None)
+            if parent
+            else None
+        )
+        if previous is None or not schema or previous.schema_sha256 != schema or not previous.dumped:
+            return None
+        if datetime.now(UTC) - datetime.fromisoformat(previous.dumped) > timedelta(days=DUMP_REUSE_DAYS):
+            return None
+        if not all(t.get("stable") for t in previous.tables.values()):
+            return None
+        then = {t: (v["rows"], v["checksum"]) for t, v in previous.tables.items()}
+        if then != {t: (v["rows"], v["checksum"]) for t, v in now.items()}:
+            return None
+        if self.store.head(previous.key) is None:
+            return None
+        self.log(f"database {name} unchanged since {previous.dumped}: its dump is kept, not made again")
+        return previous
 
     # ------------------------------------------------------------ files
 
@@ -255,42 +359,78 @@ class _Job:
         docroot = self.spec.docroot
         assert docroot is not None
         current = self._list(docroot)
-        known = {e.path: e for e in parent.entries} if parent and parent.docroot == docroot else {}
+        usable = self._usable_packs(parent) if parent and parent.docroot == docroot else set()
+        known = {e.path: e for e in parent.entries if e.pack in usable} if parent and usable else {}
+        by_hash = {e.sha256: e for e in known.values() if e.sha256}
+        known_sizes = {e.size for e in known.values() if e.type == "file" and e.size >= DEDUP_MIN_SIZE}
         entries: dict[str, Entry] = {}
         send: list[Entry] = []
-        touched: list[Entry] = []
+        maybe_known: list[Entry] = []  # hashed on the site first: their bytes may be stored already
+        fresh: list[Entry] = []
         for entry in current:
             old = known.get(entry.path)
-            if old is not None and old.pack is not None and old.same_stat(entry):
+            entries[entry.path] = entry
+            if old is not None and old.same_stat(entry):
                 entries[entry.path] = old
-            elif old is not None and old.type == entry.type == "file" and old.size == entry.size and old.pack:
-                touched.append(entry)  # same size, new mtime or mode: maybe the same bytes
+            elif old is not None and old.type == entry.type == "file" and old.size == entry.size:
+                maybe_known.append(entry)  # same size, new mtime, mode or owner: maybe the same bytes
+            elif entry.type == "file" and entry.size >= DEDUP_MIN_SIZE:
+                fresh.append(entry)
             else:
                 send.append(entry)
-            entries.setdefault(entry.path, entry)
-        for entry, digest in self._hash_on_site(docroot, touched):
-            old = known[entry.path]
-            if digest == old.sha256:
-                # same content: keep pointing at the old bytes, with the new metadata
-                entries[entry.path] = Entry(
-                    **{
-                        **old.record(),
-                        "mtime": entry.mtime,
-                        "mode": entry.mode,
-                        "uid": entry.uid,
-                        "gid": entry.gid,
-                    }
-                )
+        # a big new file may be a copy or a rename of one already stored, or of another new one
+        sizes = Counter(e.size for e in fresh)
+        for entry in fresh:
+            (maybe_known if entry.size in known_sizes or sizes[entry.size] > 1 else send).append(entry)
+        first_of: dict[str, Entry] = {}  # content sent this time: its first path
+        copies: list[tuple[Entry, Entry]] = []  # (entry, the entry whose bytes it shares)
+        for entry, digest in self._hash_on_site(docroot, maybe_known):
+            stored = by_hash.get(digest) if digest else None
+            if stored is not None:
+                entries[entry.path] = _sharing(entry, stored, digest)
+            elif digest and digest in first_of:
+                copies.append((entry, first_of[digest]))
             else:
+                if digest:
+                    first_of[digest] = entry
                 send.append(entry)
         if send:
             self._send(docroot, send, entries)
+        for entry, source in copies:
+            if source.path in entries and source.pack is not None:
+                entries[entry.path] = _sharing(entry, source, source.sha256)
+            else:  # its twin could not be read after all
+                entries.pop(entry.path, None)
+                self.unreadable.append(entry.path)
         return sorted(entries.values(), key=lambda e: e.path)
+
+    def _usable_packs(self, parent: Manifest) -> set[str]:
+        """The parent's packs that are in the store with their size and not found damaged by verify."""
+        sizes = {info.key: info.size for info in self.store.list("packs/")}
+        damaged = {info.key.removeprefix(DAMAGED) for info in self.store.list(DAMAGED)}
+        usable = {
+            pid
+            for pid, pack in parent.packs.items()
+            if sizes.get(pack.key) == pack.size and pid not in damaged
+        }
+        lost = [pack.key for pid, pack in parent.packs.items() if pid not in usable]
+        if lost:
+            self.warn(
+                f"{len(lost)} pack(s) of the previous backup are missing or damaged ({', '.join(lost[:3])}): "
+                "the files they held are sent again"
+            )
+        return usable
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.log(f"warning: {message}")
 
     def _list(self, docroot: str) -> list[Entry]:
         listing = list_docroot(self.transport, docroot, self.spec.settings, self.deadline)
         self.read += listing.bytes_read
-        self.warnings += listing.warnings
+        for warning in listing.warnings:
+            self.warn(warning)
+        self.unreadable += listing.unreadable
         return listing.entries
 
     @contextmanager
@@ -380,17 +520,14 @@ class _Job:
                 raise
         self.packs.update(packer.finish())
         self.uploaded += sum(p.size for p in packer.written.values())
-        if result.rc == 1 or "Warning" in result.stderr or expected:
-            self.warnings.append(
-                f"tar: {result.stderr.strip()[-500:]}" if result.stderr.strip() else "tar rc 1"
-            )
+        if result.rc == 1 or result.stderr.strip():
+            self.warn("tar: " + " | ".join(result.stderr.strip().splitlines()[-5:]) or "tar exited 1")
         for path in expected:  # vanished or unreadable since the listing
             entries.pop(path, None)
         if expected:
             shown = ", ".join(sorted(expected)[:5])
-            self.warnings.append(
-                f"{len(expected)} entries could not be read and are not in the backup: {shown}"
-            )
+            self.warn(f"{len(expected)} entries could not be read and are not in the backup: {shown}")
+            self.unreadable += sorted(expected)
 
     def referenced_packs(self, entries: list[Entry], parent: Manifest | None) -> dict[str, PackInfo]:
         known = dict(parent.packs) if parent else {}
@@ -443,7 +580,7 @@ class _Packer:
             self._close()
         if self._open is None:
             pack_id = os.urandom(16).hex()
-            context = compressed_object(self.store, pack_key(pack_id), self.level)
+            context = compressed_object(self.store, pack_key(pack_id), self.level, hash_raw=False)
             self._open = (pack_id, context, context.__enter__())
         pack_id, _, obj = self._open
         offset = obj.raw_size
@@ -486,6 +623,24 @@ class _Tail:
         self.data = (self.data + bytes(view[-self.limit :]))[-self.limit :]
 
 
+def _sharing(entry: Entry, stored: Entry, digest: str | None) -> Entry:
+    """``entry`` (its own path and metadata) pointing at bytes already stored for ``stored``."""
+    member = stored.member or stored.path
+    return Entry(
+        path=entry.path,
+        type=entry.type,
+        mode=entry.mode,
+        mtime=entry.mtime,
+        size=entry.size,
+        sha256=digest,
+        pack=stored.pack,
+        offset=stored.offset,
+        uid=entry.uid,
+        gid=entry.gid,
+        member=None if member == entry.path else member,
+    )
+
+
 def _both(
     first: Callable[[memoryview], object], second: Callable[[memoryview], object]
 ) -> Callable[[memoryview], None]:
@@ -505,6 +660,12 @@ class Listing:
     entries: list[Entry]
     bytes_read: int
     warnings: list[str]
+    #: directories find could not enter (their content is unknown)
+    unreadable: list[str]
+
+
+#: "find: './privdir': Permission denied" (GNU find quotes with U+2018/U+2019 in a UTF-8 locale)
+_FIND_DENIED = re.compile("^find: [\u2018'](.+?)[\u2019']: ", re.M)
 
 
 def list_docroot(transport: Transport, docroot: str, settings: BackupSettings, deadline: Deadline) -> Listing:
@@ -530,8 +691,10 @@ def list_docroot(transport: Transport, docroot: str, settings: BackupSettings, d
     if result.rc == 3:
         raise StepFailed(f"cannot read docroot {docroot} on {transport.label}: {result.stderr.strip()}")
     warnings = []
+    unreadable = [m.group(1).removeprefix("./") for m in _FIND_DENIED.finditer(result.stderr)]
     if result.rc != 0:
-        warnings.append(f"find reported problems (rc {result.rc}): {result.stderr.strip()[-500:]}")
+        shown = " | ".join(result.stderr.strip().splitlines()[-5:])
+        warnings.append(f"find reported problems (rc {result.rc}): {shown}")
     fields = bytes(buffer).split(b"\0")
     del buffer
     entries = []
@@ -553,4 +716,4 @@ def list_docroot(transport: Transport, docroot: str, settings: BackupSettings, d
                 gid=int(gid),
             )
         )
-    return Listing(entries, read, warnings)
+    return Listing(entries, read, warnings, unreadable)

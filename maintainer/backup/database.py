@@ -19,18 +19,34 @@ mode 0600 (MySQL/MariaDB: an option file passed as the first option,
 A failing client command raises ``StepFailed`` (``StepTimeout``,
 ``StepCancelled``) with one paragraph naming the database and quoting the
 client's stderr tail, the password masked should a server ever echo it.
+
+A run killed with SIGKILL cannot remove its temp dir: ``db_client`` removes
+the current user's own ``maintainer-db.*`` dirs older than ``STALE_WORKDIR_MINUTES``
+when it makes a new one.
+
+``table_stats`` reads every table's row count and checksum in one consistent
+snapshot (``START TRANSACTION WITH CONSISTENT SNAPSHOT``; InnoDB's CHECKSUM TABLE
+reads that snapshot too). mysqldump's own snapshot cannot be shared, so a
+backup calls it before and after the dump: ``unstable_tables`` names the
+tables whose figures changed meanwhile (the site wrote to them during the backup).
+
+A restore pipes the dump through ``client.restore_filter`` (MySQL/MariaDB:
+``DefinerFilter``), which drops the ``DEFINER=`` clauses of views, triggers,
+routines and events, so the importing user, who may not have SET USER/SUPER,
+becomes their definer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import posixpath
 import re
 import shlex
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Literal, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -47,6 +63,10 @@ Engine = Literal["mysql", "mariadb", "postgresql"]
 STDERR_TAIL_CHARS = 600
 #: removing the credentials dir must not hang a run's cleanup
 CLEANUP_TIMEOUT = 60.0
+#: a credentials dir this old (minutes since its last change) was left by a killed run
+STALE_WORKDIR_MINUTES = 6 * 60
+#: the name ``mktemp`` gives a credentials dir; only these are ever cleaned up
+WORKDIR_PATTERN = "maintainer-db.??????????"
 
 #: client programs by role, in order of preference, per engine family (the first found is used).
 #: MariaDB 11 prints a deprecation warning for the mysql* names; Oracle MySQL hosts only have those.
@@ -124,6 +144,14 @@ class TableStat(TypedDict):
     checksum: str
 
 
+def unstable_tables(before: Mapping[str, TableStat], after: Mapping[str, TableStat]) -> list[str]:
+    """The tables whose figures differ between two ``table_stats`` calls (or that one of them
+    lacks), sorted: written to while a dump taken between the calls ran, so the figures need not
+    be the dump's. A table the same in both was (but for a change undone in between) dumped as recorded.
+    """
+    return sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+
+
 class DatabaseClient(ABC):
     """Commands and queries for one database; made by ``db_client``, valid inside its block."""
 
@@ -165,9 +193,31 @@ class DatabaseClient(ABC):
         """Drop a database if it exists; never the site's own (``settings.name``)."""
 
     @abstractmethod
+    def database_exists(self, name: str) -> bool:
+        """Whether a database of this name exists (and is visible to the user)."""
+
+    @abstractmethod
     def table_stats(self, database: str | None = None) -> dict[str, TableStat]:
         """Exact row count and checksum of each base table (not views) of ``database``
-        (default: the site's), to compare a restore with its source."""
+        (default: the site's), to compare a restore with its source.
+
+        A table's row count and checksum always describe the same rows (MySQL/MariaDB: every
+        table of the call is read in one consistent snapshot, for InnoDB tables; PostgreSQL: one
+        query per table). Compare the stats taken before and after a dump with ``unstable_tables``.
+        """
+
+    def schema_digest(self) -> str | None:
+        """SHA-256 of the database's schema (tables with their options, views, routines, triggers,
+        events), or None where it cannot be had: then every backup dumps the database again."""
+        return None
+
+    def restore_filter(self, write: Callable[[memoryview], object]) -> DefinerFilter | None:
+        """A writer to put between the dump and ``write`` (the restore command's stdin), or None.
+
+        MySQL/MariaDB: a ``DefinerFilter`` (call its ``close()`` after the last write);
+        PostgreSQL: None (``pg_restore --no-owner`` already makes the importing user the owner).
+        """
+        return None
 
     @abstractmethod
     def server_version(self) -> str:
@@ -308,6 +358,155 @@ def unescape_batch(field: str) -> str:
     return _BATCH_ESCAPE.sub(lambda m: _BATCH_CHARS[m.group(1)], field)
 
 
+# -- DEFINER clauses in a dump ----------------------------------------------------
+
+#: a definer clause is at the start of its line: only this much of a line is looked at (and held
+#: back between chunks), however long the line (a dump's INSERT lines can be megabytes)
+DEFINER_HEAD = 8192
+#: lines that can hold a definer start so (mysqldump writes them so); row data never does
+_DEFINER_LINES = (b"/*!", b"/*M!", b"CREATE ")
+_ACCOUNT_PART = rb"(?:`(?:[^`\n]|``)*`|'(?:[^'\\\n]|\\.|'')*'|\"(?:[^\"\\\n]|\\.|\"\")*\"|[\w$.%:-]+)"
+_DEFINER = re.compile(
+    # what comes before the clause: a version comment, or CREATE [OR REPLACE] [ALGORITHM=...]
+    rb"(/\*M?!\d{5,6}[ \t]+|\bCREATE[ \t]+(?:OR[ \t]+REPLACE[ \t]+)?(?:ALGORITHM[ \t]*=[ \t]*\w+[ \t]+)?)"
+    rb"DEFINER[ \t]*=[ \t]*(?:CURRENT_USER(?:[ \t]*\([ \t]*\))?|"
+    + _ACCOUNT_PART
+    + rb"(?:[ \t]*@[ \t]*"
+    + _ACCOUNT_PART
+    + rb")?)"
+    # what comes after it: the end of a comment that held only the clause, or the rest of the statement
+    rb"([ \t]*\*/[ \t]?|[ \t]+)"
+)
+
+
+def _drop_definer(match: re.Match[bytes]) -> bytes:
+    before, after = match.group(1), match.group(2)
+    if b"*/" not in after:
+        return before  # '/*!50013 SQL SECURITY DEFINER */', 'CREATE FUNCTION ...'
+    if before.startswith(b"/*"):
+        return b""  # '/*!50017 DEFINER=`u`@`h`*/ ' was nothing but the clause
+    return before.rstrip() + after.lstrip()
+
+
+class DefinerFilter:
+    """Removes the ``DEFINER=`` clauses from mysqldump output on its way to the mysql client.
+
+    Views, triggers, routines and events then belong to the importing user: creating
+    them for another account needs SET USER (or SUPER), which a site's user lacks, and
+    the import would stop half-way with ERROR 1227. The forms mysqldump and mariadb-dump
+    write are handled: ``/*!50013 DEFINER=`u`@`h` SQL SECURITY DEFINER */`` (views),
+    ``/*!50017 DEFINER=`u`@`h`*/`` (triggers; 50117: events, 50020: old routines) and
+    ``CREATE DEFINER=`u`@`h` FUNCTION|PROCEDURE|...``.
+
+    Line-based and streaming: only the first ``DEFINER_HEAD`` bytes of a line that starts
+    like a definer line are looked at and, at a chunk's end, held back; the rest passes
+    through as it came (row data is never changed). ``write`` takes any bytes-like object
+    (the caller may reuse it afterwards); ``close`` passes on what is held back.
+    """
+
+    def __init__(self, write: Callable[[memoryview], object]) -> None:
+        self._out = write
+        self._carry = b""  # the start of a line that may hold a clause, shorter than DEFINER_HEAD
+        self._in_line = False  # inside a line whose start was dealt with
+        #: how many clauses were removed so far
+        self.removed = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        chunk = bytes(data)  # no copy for bytes; the caller may reuse a buffer or view
+        if chunk:
+            self._feed(self._carry + chunk if self._carry else chunk)
+        return len(chunk)
+
+    def close(self) -> None:
+        """Pass on the last line if it was held back (a dump that does not end with a newline)."""
+        if self._carry:
+            carry, self._carry = self._carry, b""
+            self._emit(memoryview(self._fix(carry)))
+
+    def _feed(self, buf: bytes) -> None:
+        self._carry = b""
+        view = memoryview(buf)
+        start = 0
+        if self._in_line:  # the rest of a line whose start was already passed on
+            newline = buf.find(b"\n")
+            if newline < 0:
+                self._emit(view)
+                return
+            start = newline + 1
+            self._in_line = False
+        last = buf.rfind(b"\n", start)
+        end = last + 1 if last >= 0 else start  # buf[start:end] holds whole lines
+        changes = self._scan(buf, start, end)
+        if end < len(buf):  # a line that goes on in the next chunk
+            if len(buf) - end < DEFINER_HEAD and self._may_hold_definer(buf[end : end + 8]):
+                self._carry = buf[end:]  # too little of its start to tell
+            else:
+                if buf.startswith(_DEFINER_LINES, end):
+                    rest = buf[end:]
+                    fixed = self._fix(rest)
+                    if fixed is not rest:
+                        changes.append((end, len(buf), fixed))
+                self._in_line = True
+                end = len(buf)
+        at = 0  # write the unchanged stretches between the lines that changed
+        for begin, stop, replacement in changes:
+            self._emit(view[at:begin])
+            self._emit(memoryview(replacement))
+            at = stop
+        self._emit(view[at:end])
+
+    def _scan(self, buf: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
+        """(start, end, new text) of each line in buf[start:end] that lost a clause."""
+        changes: list[tuple[int, int, bytes]] = []
+        hit = buf.find(b"DEFINER", start, end)
+        while hit >= 0:
+            newline = buf.rfind(b"\n", start, hit)
+            line_start = start if newline < 0 else newline + 1
+            line_end = buf.find(b"\n", hit, end)
+            line_end = end if line_end < 0 else line_end
+            if hit - line_start < DEFINER_HEAD and buf.startswith(_DEFINER_LINES, line_start):
+                line = buf[line_start:line_end]
+                fixed = self._fix(line)
+                if fixed is not line:
+                    changes.append((line_start, line_end, fixed))
+            hit = buf.find(b"DEFINER", line_end, end)
+        return changes
+
+    @staticmethod
+    def _may_hold_definer(start: bytes) -> bool:
+        """Whether a line beginning with ``start`` (maybe not all of its beginning yet) can hold one."""
+        return any(start.startswith(p) or p.startswith(start) for p in _DEFINER_LINES)
+
+    def _fix(self, line: bytes) -> bytes:
+        """The line without its definer clauses (the same object if it had none)."""
+        if b"DEFINER" not in line[:DEFINER_HEAD] or not line.startswith(_DEFINER_LINES):
+            return line
+        head, rest = line[:DEFINER_HEAD], line[DEFINER_HEAD:]
+        fixed, count = _DEFINER.subn(_drop_definer, head)
+        if not count:
+            return line
+        self.removed += count
+        return fixed + rest
+
+    def _emit(self, data: memoryview) -> None:
+        if len(data):
+            self._out(data)
+
+
+def strip_definers(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """``DefinerFilter`` as a generator: the chunks of a dump without its DEFINER clauses."""
+    out: list[bytes] = []
+    stripper = DefinerFilter(lambda piece: out.append(bytes(piece)))
+    for chunk in chunks:
+        stripper.write(chunk)
+        if out:
+            yield b"".join(out)
+            out.clear()
+    stripper.close()
+    if out:
+        yield b"".join(out)
+
+
 class MySQLClient(DatabaseClient):
     """mysqldump and the mysql client (MariaDB's, where installed, for engine mariadb)."""
 
@@ -351,6 +550,18 @@ class MySQLClient(DatabaseClient):
         # stops at the first error with a non-zero exit code (no --force)
         return shlex.join(self._argv("client", "--default-character-set=utf8mb4", "--batch", "--", target_db))
 
+    def restore_filter(self, write: Callable[[memoryview], object]) -> DefinerFilter:
+        return DefinerFilter(write)
+
+    def schema_digest(self) -> str:
+        # --no-data keeps AUTO_INCREMENT counters in the table options: a row added and deleted
+        # again changes the digest even though the table's checksum is back where it was
+        argv = self._argv(
+            "dump", *self.DUMP_OPTIONS, "--no-data", "--skip-comments", "--skip-dump-date",
+            *self.settings.dump_options, "--", self.settings.name,
+        )  # fmt: skip
+        return hashlib.sha256(self._run(argv, "schema dump").encode()).hexdigest()
+
     def query(self, sql: str, action: str, database: str | None = None) -> list[list[str]]:
         """Run SQL; its rows, fields unescaped (``NULL`` stays the string 'NULL')."""
         argv = self._argv(
@@ -383,14 +594,45 @@ class MySQLClient(DatabaseClient):
         self._refuse_site_db(name)
         self.query(f"DROP DATABASE IF EXISTS {mysql_ident(name)}", f"drop database '{name}'")
 
+    def database_exists(self, name: str) -> bool:
+        # SCHEMATA compares case- and accent-insensitively: the exact match is made here;
+        # with lower_case_table_names the server itself folds names, so a case-insensitive one counts
+        rows = self.query(
+            "SELECT HEX(SCHEMA_NAME), @@lower_case_table_names FROM information_schema.SCHEMATA"
+            f" WHERE SCHEMA_NAME = {mysql_literal(name)}",
+            f"looking up database '{name}'",
+        )
+        for row in rows:
+            found = bytes.fromhex(row[0]).decode("utf-8", "replace")
+            if found == name or (row[1] not in ("0", "NULL") and found.lower() == name.lower()):
+                return True
+        return False
+
+    #: errors of a table that was dropped (1146) or rebuilt (1412) while the stats were read
+    _RETRY_ERRORS = ("ERROR 1146 ", "ERROR 1412 ")
+
     def table_stats(self, database: str | None = None) -> dict[str, TableStat]:
+        try:
+            return self._table_stats(database)
+        except StepFailed as exc:
+            if isinstance(exc, StepTimeout | StepCancelled) or not any(
+                code in str(exc.outputs.get("stderr", "")) for code in self._RETRY_ERRORS
+            ):
+                raise
+            log.info("%s: %s; reading the table stats again", self.describe(), exc)
+            return self._table_stats(database)  # a table list from after the DDL
+
+    def _table_stats(self, database: str | None) -> dict[str, TableStat]:
         db = self.settings.name if database is None else database
         schema = mysql_literal(db)
         qualified = (
             f"CONCAT({mysql_literal(mysql_ident(db) + '.')}, '`', REPLACE(TABLE_NAME, '`', '``'), '`')"
         )
-        # one client call: both statements are built from information_schema and run as
-        # prepared statements, so a database with no tables costs nothing ('DO 0')
+        # one client call, one session: both statements are built from information_schema and
+        # run as prepared statements (no tables costs nothing: 'DO 0'), inside one transaction
+        # WITH CONSISTENT SNAPSHOT: counts and CHECKSUM TABLE (which reads through the snapshot
+        # on InnoDB) see the same rows however busy the site is. The list comes first: a table
+        # made after the snapshot started could not be read in it.
         sql = (
             "SET SESSION group_concat_max_len = 1073741824; SET @counts = NULL, @sums = NULL;"
             " SELECT GROUP_CONCAT(CONCAT('SELECT ''R'', ', QUOTE(HEX(TABLE_NAME)), ', COUNT(*) FROM ',"
@@ -398,8 +640,11 @@ class MySQLClient(DatabaseClient):
             f" CONCAT('CHECKSUM TABLE ', GROUP_CONCAT({qualified} ORDER BY TABLE_NAME SEPARATOR ', '))"
             f" FROM information_schema.TABLES WHERE TABLE_SCHEMA = {schema}"
             " AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') INTO @counts, @sums;"
+            " SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ;"
+            " START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY;"
             " PREPARE s FROM COALESCE(@counts, 'DO 0'); EXECUTE s; DEALLOCATE PREPARE s;"
             " PREPARE s FROM COALESCE(@sums, 'DO 0'); EXECUTE s; DEALLOCATE PREPARE s;"
+            " COMMIT;"
         )
         action = f"table checksums of '{db}'"
         rows = self.query(sql, action, database=db)  # connecting to it: a missing db is an error
@@ -530,6 +775,14 @@ class PostgresClient(DatabaseClient):
             f"DROP DATABASE IF EXISTS {pg_ident(name)}", f"drop database '{name}'", self.MAINTENANCE_DB
         )
 
+    def database_exists(self, name: str) -> bool:
+        rows = self.query(
+            f"SELECT 1 FROM pg_database WHERE datname = {pg_literal(name)}",
+            f"looking up database '{name}'",
+            database=self.MAINTENANCE_DB,
+        )
+        return bool(rows)
+
     #: count and an order-independent digest of each base table, in one statement:
     #: query_to_xml runs the per-table query that format() builds; the digest is the md5 of
     #: the sorted md5s of the rows' text forms (32 bytes a row, not the whole table, in memory)
@@ -562,10 +815,21 @@ class PostgresClient(DatabaseClient):
 
 
 def _setup_command(tools: Sequence[str]) -> str:
-    """Make the private dir (printed first), then list the client tools found in PATH."""
+    """Remove this user's stale credential dirs (find names them on stderr), make the private
+    dir (printed first), then list the client tools found in PATH.
+
+    Only directories (not symlinks) that the current user owns, named as mktemp names ours,
+    directly in the temp dir mktemp uses, and unchanged for ``STALE_WORKDIR_MINUTES``: a run
+    killed with SIGKILL left them, with a password inside. The cleanup never fails the setup.
+    """
     names = " ".join(shlex.quote(tool) for tool in tools)
+    stale = (
+        f'find "$t" -mindepth 1 -maxdepth 1 -type d -name {shlex.quote(WORKDIR_PATTERN)} -user "$(id -u)"'
+        f" -mmin +{STALE_WORKDIR_MINUTES} -print -exec rm -rf -- {{}} +"
+    )
     return (
-        'umask 077 && d=$(mktemp -d "${TMPDIR:-/tmp}/maintainer-db.XXXXXXXXXX") && printf \'%s\\n\' "$d"'
+        f'umask 077 && t="${{TMPDIR:-/tmp}}" && {{ {stale} >&2 2>/dev/null || true; }}'
+        ' && d=$(mktemp -d "$t/maintainer-db.XXXXXXXXXX") && printf \'%s\\n\' "$d"'
         f" && {{ command -v {names} || true; }}"
     )
 
@@ -600,6 +864,19 @@ def db_client(
             f"{transport.label} (mktemp -d, exit code {result.rc}): "
             f"{' '.join(result.stderr.split())[-STDERR_TAIL_CHARS:] or 'no error message'}",
             outputs={"rc": result.rc, "stderr": result.stderr[-STDERR_TAIL_CHARS:]},
+        )
+    # find prints each stale dir it removes (on stderr): "$t/maintainer-db.XXXXXXXXXX"
+    stale = [
+        line
+        for line in result.stderr.splitlines()
+        if line.startswith("/") and posixpath.basename(line).startswith("maintainer-db.")
+    ]
+    if stale:
+        log.warning(
+            "%s: removed %d credentials dir(s) left by killed runs: %s",
+            transport.label,
+            len(stale),
+            ", ".join(stale),
         )
     found = {posixpath.basename(line.strip()) for line in lines[1:] if line.strip()}
     chosen = {

@@ -33,6 +33,8 @@ VERSION = 1
 MANIFESTS = "manifests/"
 MANIFEST_SUFFIX = ".json.zst"
 LOCKS = "locks/"
+#: ``damaged/<pack-id>``: verify --read-data found the pack corrupt; the next backup sends its files again
+DAMAGED = "damaged/"
 #: file names are bytes: undecodable ones are written back as the same bytes, not mangled
 ERRORS = "surrogateescape"
 
@@ -73,6 +75,9 @@ class Entry:
     target: str | None = None  # symlinks
     uid: int | None = None
     gid: int | None = None
+    #: the member's name in the pack when it is not ``path``: the same bytes were already stored
+    #: under another name (a copied or renamed file), so this entry shares them
+    member: str | None = None
 
     def same_stat(self, other: Entry) -> bool:
         """Unchanged as far as the file system says (type, size, mtime, mode, link target)."""
@@ -103,6 +108,10 @@ class DumpInfo:
     raw_sha256: str  # of the dump itself
     server_version: str = ""
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: of the schema at backup time (see DatabaseClient.schema_digest)
+    schema_sha256: str = ""
+    #: when the dump object was made: a database unchanged since the last backup shares its dump
+    dumped: str = ""
 
 
 @dataclass
@@ -121,6 +130,8 @@ class Manifest:
     stats: dict[str, int]
     warnings: list[str] = field(default_factory=list)
     run_id: str | None = None
+    #: paths the backup could not read (permissions, vanished): a restore never deletes them
+    unreadable: list[str] = field(default_factory=list)
 
     def files(self) -> Iterator[Entry]:
         return (e for e in self.entries if e.type == "file")
@@ -140,12 +151,13 @@ class Manifest:
             "exclude": self.exclude,
             "stats": self.stats,
             "warnings": self.warnings,
+            "unreadable": self.unreadable,
             "packs": {pid: asdict(info) for pid, info in sorted(self.packs.items())},
             "databases": [asdict(d) for d in self.databases],
             "entries": [e.record() for e in self.entries],
         }
         raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), indent=None).encode("utf-8", ERRORS)
-        return zstandard.ZstdCompressor(level=9).compress(raw)
+        return zstandard.ZstdCompressor(level=9, write_checksum=True).compress(raw)
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> Manifest:
@@ -174,6 +186,7 @@ class Manifest:
             exclude=list(doc.get("exclude", [])),
             stats=dict(doc.get("stats", {})),
             warnings=list(doc.get("warnings", [])),
+            unreadable=list(doc.get("unreadable", [])),
             packs={pid: PackInfo(**info) for pid, info in doc.get("packs", {}).items()},
             databases=[DumpInfo(**d) for d in doc.get("databases", [])],
             entries=[Entry(**e) for e in doc.get("entries", [])],

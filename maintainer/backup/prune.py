@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import MaintainerError
+from ..errors import BackupDamaged, MaintainerError, StoreError
 from ..units import human_bytes
-from .manifest import LOCKS, backup_ids, load_manifest, manifest_key, time_of
+from .manifest import DAMAGED, LOCKS, backup_ids, load_manifest, manifest_key, pack_key, time_of
 from .retention import RetentionPolicy, Snapshot, describe, select
 from .store import Store
 from .streams import Deadline
@@ -43,11 +43,16 @@ class PruneReport:
     bytes_freed: int = 0
     objects_held: int = 0  # unreferenced but too new (a backup may be running)
     stale_locks: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)  # kept backups whose manifest is unreadable
+    incomplete_removed: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
+        held = f"; {self.objects_held} unreferenced object(s) held (too new)" if self.objects_held else ""
+        bad = f"; {len(self.unreadable)} unreadable backup(s)" if self.unreadable else ""
         return {
             "summary": f"removed {len(self.removed)} backup(s) and {self.objects_removed} object(s) "
-            f"({human_bytes(self.bytes_freed)}), kept {len(self.kept)} ({self.policy})",
+            f"({human_bytes(self.bytes_freed)}), kept {len(self.kept)} ({self.policy}){held}{bad}",
             "location": self.location,
             "policy": self.policy,
             "dry_run": self.dry_run,
@@ -57,6 +62,9 @@ class PruneReport:
             "bytes_freed": self.bytes_freed,
             "objects_held": self.objects_held,
             "stale_locks": self.stale_locks,
+            "unreadable": self.unreadable,
+            "incomplete_removed": self.incomplete_removed,
+            "warnings": self.warnings,
         }
 
 
@@ -87,7 +95,12 @@ def prune_backups(
         store.delete([manifest_key(i) for i in decision.remove])
     referenced: set[str] = set()
     for backup_id in decision.keep:
-        manifest = load_manifest(store, backup_id)
+        try:
+            manifest = load_manifest(store, backup_id)
+        except BackupDamaged as exc:
+            # it cannot be restored, so it needs nothing; it stays until the policy expires it
+            report.unreadable.append(f"{backup_id}: {exc}")
+            continue
         referenced.update(p.key for p in manifest.packs.values())
         referenced.update(d.key for d in manifest.databases)
     doomed = []
@@ -101,9 +114,16 @@ def prune_backups(
             doomed.append(info.key)
             report.bytes_freed += info.size
     report.objects_removed = len(doomed)
+    # damaged-pack markers of packs that are gone
+    markers = [i.key for i in store.list(DAMAGED) if pack_key(i.key.removeprefix(DAMAGED)) not in referenced]
     deadline.check()
     if not dry_run:
-        store.delete(doomed + report.stale_locks)
+        store.delete(doomed + report.stale_locks + markers)
+        # what killed writers left: temp files, unfinished multipart uploads
+        try:
+            report.incomplete_removed = store.cleanup_incomplete(hold_after)
+        except StoreError as exc:  # e.g. no s3:ListBucketMultipartUploads permission: not worth failing
+            report.warnings.append(f"unfinished uploads were not cleaned up: {exc}")
     return report
 
 

@@ -90,6 +90,15 @@ class Store(ABC):
     def delete(self, keys: Iterable[str]) -> None:
         """Remove objects (missing ones are not an error)."""
 
+    def cleanup_incomplete(self, older_than: datetime) -> int:
+        """Remove what writers killed part-way left behind, if it was begun before ``older_than``
+        (timezone-aware); how many things were removed.
+
+        A writer still at work can lose its object this way (its commit then fails), so pass a
+        time before the start of every backup that may be running (prune: its ``hold_after``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement cleanup_incomplete")
+
 
 # --------------------------------------------------------------------------- keys and limits
 
@@ -130,6 +139,12 @@ def check_key(key: str) -> str:
     return key
 
 
+def _aware(when: datetime) -> datetime:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"a timezone-aware time is needed, not {when!r}")
+    return when
+
+
 def _check_prefix(prefix: str) -> str:
     """A list prefix: '' or the start of a key (it may end with '/')."""
     if prefix:
@@ -157,7 +172,8 @@ class S3Settings(BaseModel):
     kms_key_id: str | None = None
     storage_class: str | None = None
     #: bytes per multipart part; memory per upload is at most part_size * (max_concurrency + 1)
-    part_size: int = Field(default=16 * MiB, ge=MIN_PART_SIZE, le=MAX_PART_SIZE)
+    #: 8 MiB keeps a backup under 200 MB of memory and allows objects up to 80 GB (10,000 parts)
+    part_size: int = Field(default=8 * MiB, ge=MIN_PART_SIZE, le=MAX_PART_SIZE)
     #: part uploads in flight per object
     max_concurrency: int = Field(default=4, ge=1, le=64)
     #: attempts per request (botocore's standard retry mode), first one included
@@ -758,6 +774,35 @@ class S3Store(Store):
                 f"{first.get('Code', '?')}: {first.get('Message', '')}".rstrip(": "),
             )
 
+    def cleanup_incomplete(self, older_than: datetime) -> int:
+        """Abort the multipart uploads under this store's prefix that were initiated before
+        ``older_than`` (a killed writer could not abort its own); how many were aborted."""
+        from botocore.exceptions import ClientError
+
+        cutoff = _aware(older_than)
+        stale: list[tuple[str, str]] = []
+        with self._mapped("listing unfinished uploads"):
+            paginator = self.client.get_paginator("list_multipart_uploads")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.root):
+                for upload in page.get("Uploads", ()):
+                    if upload["Initiated"] < cutoff and str(upload["Key"]).startswith(self.root):
+                        stale.append((str(upload["Key"]), str(upload["UploadId"])))
+        aborted = 0
+        for name, upload_id in stale:
+            try:
+                with self._mapped(f"aborting the unfinished upload of '{name[len(self.root) :]}'"):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+            except StoreError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, ClientError) and cause.response.get("Error", {}).get("Code") in (
+                    "NoSuchUpload",
+                    "404",
+                ):
+                    continue  # completed or aborted meanwhile
+                raise
+            aborted += 1
+        return aborted
+
 
 # --------------------------------------------------------------------------- local directory
 
@@ -823,21 +868,36 @@ class LocalStore(Store):
         return StoreError(self.location, message)
 
     def _mkdirs(self, directory: Path) -> None:
-        missing: list[Path] = []
-        while not directory.is_dir():
-            missing.append(directory)
-            if directory.parent == directory:
-                break
-            directory = directory.parent
-        for path in reversed(missing):
-            with suppress(FileExistsError):
-                os.mkdir(path, 0o700)
+        for attempt in range(3):
+            missing: list[Path] = []
+            here = directory
+            while not here.is_dir():
+                missing.append(here)
+                if here.parent == here:
+                    break
+                here = here.parent
+            try:
+                for path in reversed(missing):
+                    with suppress(FileExistsError):
+                        os.mkdir(path, 0o700)
+                return
+            except FileNotFoundError:
+                if attempt == 2:  # a parent was removed meanwhile (an empty one, by cleanup_incomplete)
+                    raise
 
     def _temp(self, directory: Path) -> tuple[Path, int]:
-        self._mkdirs(directory)
         tmp = directory / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        return tmp, fd
+        for attempt in range(3):
+            self._mkdirs(directory)
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                # cleanup_incomplete removed the (empty) directory between the two calls
+                if attempt == 2:
+                    raise
+                continue
+            return tmp, fd
+        raise AssertionError("unreachable")
 
     def check(self) -> None:
         try:
@@ -984,6 +1044,55 @@ class LocalStore(Store):
                 continue
             except OSError as exc:
                 raise self.error(exc, key) from exc
+
+    #: where empty directories are removed: one per pack prefix or per backup's dumps
+    EMPTY_DIRS_UNDER = ("packs", "db")
+
+    def cleanup_incomplete(self, older_than: datetime) -> int:
+        """Remove temp files (``.tmp-*``) last written before ``older_than``, which a killed writer
+        left, and every empty directory under packs/ and db/ (pruned content leaves them); how
+        many files and directories were removed."""
+        cutoff = _aware(older_than).timestamp()
+        failures: list[OSError] = []
+        dirs: list[Path] = []
+        stale: list[Path] = []
+        for top, subdirs, files in os.walk(self.root, onerror=failures.append):
+            here = Path(top)
+            dirs.extend(here / name for name in subdirs)
+            for name in files:
+                if not name.startswith(TEMP_PREFIX):
+                    continue
+                try:
+                    st = os.lstat(here / name)
+                except FileNotFoundError:
+                    continue  # committed or removed meanwhile
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < cutoff:
+                    stale.append(here / name)
+        missing = [e for e in failures if isinstance(e, FileNotFoundError)]
+        if len(missing) < len(failures):
+            raise self.error(next(e for e in failures if not isinstance(e, FileNotFoundError)))
+        removed = 0
+        for path in stale:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise self.error(exc) from exc
+            removed += 1
+        tops = [self.root / name for name in self.EMPTY_DIRS_UNDER]
+        # deepest first, so a directory emptied by removing its children goes too
+        for path in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
+            if not any(top in path.parents for top in tops) or path.is_symlink():
+                continue
+            try:
+                path.rmdir()
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                    continue  # holds something, or is gone already
+                raise self.error(exc) from exc
+            removed += 1
+        return removed
 
 
 # --------------------------------------------------------------------------- targets

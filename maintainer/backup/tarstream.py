@@ -252,21 +252,27 @@ def header(
     *,
     size: int = 0,
     mode: int = 0o644,
-    mtime: float = 0,
+    mtime: float | str = 0,
     linkname: str = "",
     uid: int | None = None,
     gid: int | None = None,
 ) -> bytes:
-    """The header block(s) of one member, GNU format (long names included)."""
+    """The header block(s) of one member, POSIX pax format.
+
+    ``mtime`` may be find's exact text (``1764400000.1234567890``): pax carries it to the
+    nanosecond, so a restored file has the very mtime the backup saw.
+    """
     info = tarfile.TarInfo(path + "/" if kind == "dir" else path)
     info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE}[kind]
     info.size = size if kind == "file" else 0
     info.mode = mode
-    info.mtime = int(mtime)
+    info.mtime = int(float(mtime))
     info.linkname = linkname
     info.uid = uid or 0
     info.gid = gid or 0
-    return info.tobuf(tarfile.GNU_FORMAT, ENCODING, ERRORS)
+    if isinstance(mtime, str) and "." in mtime and mtime.rstrip("0").rstrip(".") != str(info.mtime):
+        info.pax_headers = {"mtime": mtime}
+    return info.tobuf(tarfile.PAX_FORMAT, ENCODING, ERRORS)
 
 
 def padding(size: int) -> bytes:

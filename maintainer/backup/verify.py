@@ -7,12 +7,14 @@ backup: the missing or corrupt object and the files (or dump) it holds.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BackupDamaged, ObjectMissing
-from .manifest import Manifest, backup_ids, load_manifest
+from ..errors import BackupDamaged, MaintainerError, ObjectMissing
+from .manifest import DAMAGED, Entry, Manifest, PackInfo, backup_ids, load_manifest
 from .restore import read_members
 from .store import Store
 from .streams import Deadline, pump
@@ -95,7 +97,8 @@ def verify_backups(
                 bad_objects[dump.key] = "missing"
             elif sizes[dump.key] != dump.size:
                 bad_objects[dump.key] = f"{sizes[dump.key]} bytes, expected {dump.size}"
-    damaged_files: dict[str, list[str]] = defaultdict(list)  # pack key -> problems
+    # pack key -> [(path, problem)] for files whose bytes do not match
+    damaged_files: dict[str, list[tuple[str, str]]] = defaultdict(list)
     if read_data:
         report.bytes_read = _read_everything(store, manifests, bad_objects, damaged_files, deadline)
     for manifest in manifests:
@@ -115,7 +118,9 @@ def verify_backups(
                 )
             else:
                 mine = set(holds.get(pack.key, []))
-                check.problems += [p for p in damaged_files.get(pack.key, []) if p.split(":", 1)[0] in mine]
+                check.problems += [
+                    f"{path}: {why}" for path, why in damaged_files.get(pack.key, []) if path in mine
+                ]
         for dump in manifest.databases:
             if dump.key in bad_objects:
                 check.problems.append(
@@ -129,33 +134,45 @@ def _read_everything(
     store: Store,
     manifests: list[Manifest],
     bad_objects: dict[str, str],
-    damaged_files: dict[str, list[str]],
+    damaged_files: dict[str, list[tuple[str, str]]],
     deadline: Deadline,
 ) -> int:
-    """Re-hash every pack and dump once; record what does not match."""
+    """Re-hash every pack and dump once; record what does not match, and mark damaged packs.
+
+    A pack found damaged gets a ``damaged/<pack-id>`` marker in the store: the next backup
+    then sends the files it held again instead of pointing at broken bytes.
+    """
     read = 0
-    packs: dict[str, Any] = {}
-    wanted: dict[str, dict[int, Any]] = defaultdict(dict)
+    packs: dict[str, tuple[str, PackInfo]] = {}
+    wanted: dict[str, dict[int, list[Entry]]] = defaultdict(lambda: defaultdict(list))
     for manifest in manifests:
         for entry in manifest.files():
             if entry.pack in manifest.packs and entry.offset is not None:
                 pack = manifest.packs[entry.pack]
-                packs[pack.key] = pack
-                wanted[pack.key][entry.offset] = entry
-    for key, pack in packs.items():
+                packs[pack.key] = (entry.pack, pack)
+                group = wanted[pack.key][entry.offset]
+                if all(e.path != entry.path for e in group):
+                    group.append(entry)
+    for key, (pack_id, pack) in packs.items():
         if key in bad_objects:
+            _mark_damaged(store, pack_id, bad_objects[key])
             continue
-        problems: list[str] = []
+        stored = hashlib.sha256()
         try:
-            stored = hashlib.sha256()
-            for piece in read_members(store, pack, wanted[key], deadline, problems, stored=stored):
-                read += len(piece)
-            if stored.hexdigest() != pack.sha256 and not problems:
-                bad_objects[key] = "corrupt (its bytes do not match their SHA-256; its files read correctly)"
+            for item in read_members(store, pack, wanted[key], deadline, stored=stored, emit_big=False):
+                assert not isinstance(item, bytes)
+                member, data = item
+                read += member.size
+                if not data.ok:
+                    damaged_files[key] += [(e.path, f"content does not match its SHA-256 (pack {key})")
+                                           for e in wanted[key][member.offset]]  # fmt: skip
         except BackupDamaged as exc:
             bad_objects[key] = str(exc)
-            continue
-        damaged_files[key].extend(problems)
+        else:
+            if stored.hexdigest() != pack.sha256 and not damaged_files[key]:
+                bad_objects[key] = "corrupt (its bytes do not match their SHA-256; its files read correctly)"
+        if key in bad_objects or damaged_files[key]:
+            _mark_damaged(store, pack_id, bad_objects.get(key) or "files do not match their SHA-256")
     dumps = {d.key: d for m in manifests for d in m.databases}
     for key, dump in dumps.items():
         if key in bad_objects:
@@ -170,3 +187,8 @@ def _read_everything(
         if sha.hexdigest() != dump.sha256:
             bad_objects[key] = "corrupt (its bytes do not match their SHA-256)"
     return read
+
+
+def _mark_damaged(store: Store, pack_id: str, why: str) -> None:
+    with suppress(MaintainerError):
+        store.put_bytes(DAMAGED + pack_id, json.dumps({"pack": pack_id, "problem": why}).encode())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zstandard
 
 from maintainer.backup.manifest import backup_ids, load_manifest
 from maintainer.backup.prune import prune_backups
@@ -32,6 +33,10 @@ SHIPPED = {
     for name, version in (("backup", "1.0.0"), ("restore", "1.0.0"), ("backup-prune", "1.0.0"))
 }
 EXCLUDE = ["wp-content/cache", "*.log"]
+
+
+def unzstd(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
 
 
 def project_with(root: Path, sites: dict[str, dict[str, Any]]) -> Path:
@@ -511,3 +516,196 @@ def test_verify_without_any_backup_fails_a_nightly_check(tmp_path):
     project = project_with(tmp_path, {"shop": vars_})
     proc = cli(project, "backups", "verify", "shop")
     assert proc.returncode == 1 and "no backups yet" in proc.stdout
+
+
+# ------------------------------------------------------------------ review findings
+
+
+def test_copies_and_renames_are_stored_once(tmp_path):
+    docroot, _store, vars_ = local_backup_site(tmp_path)
+    big = os.urandom(2 * 1024 * 1024)
+    (docroot / "video.mp4").write_bytes(big)
+    project = project_with(tmp_path, {"shop": vars_})
+    first = site_change(run_json(project, "run", "backup")[1], "shop", "backup")
+    (docroot / "video-copy.mp4").write_bytes(big)  # a copy
+    (docroot / "wp-content" / "uploads" / "2026").rename(docroot / "wp-content" / "uploads" / "moved")  # a rename
+    (docroot / "twins").mkdir()
+    twin = os.urandom(300_000)
+    (docroot / "twins" / "a.bin").write_bytes(twin)
+    (docroot / "twins" / "b.bin").write_bytes(twin)  # two new identical files: sent once
+    second = site_change(run_json(project, "run", "backup")[1], "shop", "backup")
+    assert second["bytes_uploaded"] < 350_000 + 0.01 * first["total_bytes"], second
+    out = tmp_path / "out"
+    assert cli(project, "restore", "shop", "--to", str(out)).returncode == 0
+    assert fingerprint(out) == fingerprint(docroot)
+    assert cli(project, "backups", "verify", "shop", "--read-data").returncode == 0
+
+
+def test_a_lost_pack_is_not_carried_into_the_next_backup(tmp_path):
+    _docroot, store, vars_ = local_backup_site(tmp_path)
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    next((store / "shop" / "packs").rglob("*.tar.zst")).unlink()
+    proc, doc = run_json(project, "run", "backup", "-p", "prune=false")
+    assert proc.returncode == 0, proc.stderr
+    change = site_change(doc, "shop", "backup")
+    assert change["new_files"] == change["files"] and "sent again" in " ".join(change["warnings"])
+    proc, doc = run_json(project, "backups", "verify", "shop")
+    assert [b["ok"] for b in doc["backups"]] == [False, True], doc
+
+
+def test_a_pack_found_corrupt_by_verify_is_not_reused(tmp_path):
+    _docroot, store, vars_ = local_backup_site(tmp_path)
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    pack = next((store / "shop" / "packs").rglob("*.tar.zst"))
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.write_bytes(bytes(data))
+    assert cli(project, "backups", "verify", "shop", "--read-data").returncode == 1
+    change = site_change(run_json(project, "run", "backup", "-p", "prune=false")[1], "shop", "backup")
+    assert change["new_files"] == change["files"]
+    newest = run_json(project, "backups", "list", "shop")[1]["backups"][-1]["id"]
+    assert cli(project, "backups", "verify", "shop", newest, "--read-data").returncode == 0
+
+
+def test_verify_names_a_damaged_file_whatever_its_name(tmp_path):
+    docroot = tmp_path / "site"
+    docroot.mkdir()
+    (docroot / "x:y.bin").write_bytes(os.urandom(10_000))
+    store = tmp_path / "store"
+    vars_ = local_site(tmp_path, docroot=str(docroot), backup={"target": f"file://{store}"})
+    project = project_with(tmp_path, {"colon": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    pack = next((store / "colon" / "packs").rglob("*.tar.zst"))
+    raw = bytearray(unzstd(pack.read_bytes()))
+    raw[600] ^= 0xFF  # inside the file's content; recompressed so only the file's hash can tell
+    pack.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
+    proc, doc = run_json(project, "backups", "verify", "colon", "--read-data")
+    assert proc.returncode == 1 and "x:y.bin" in " ".join(doc["backups"][0]["problems"])
+
+
+def test_an_in_place_restore_never_writes_corrupt_bytes_over_a_live_file(tmp_path):
+    docroot, store, vars_ = local_backup_site(tmp_path, pack_size=1024 * 1024)
+    big = os.urandom(5 * 1024 * 1024)  # over the in-memory check size: goes through a temporary name
+    (docroot / "big.bin").write_bytes(big)
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    for pack in (store / "shop" / "packs").rglob("*.tar.zst"):
+        raw = bytearray(unzstd(pack.read_bytes()))
+        for name in (b"index.php\0", b"big.bin\0"):
+            at = raw.find(name)
+            if at >= 0:
+                raw[at + 512 + 700] ^= 0xFF  # a byte of the content
+        pack.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
+    (docroot / "index.php").write_text("<?php // live and healthy\n")
+    proc, _doc = run_json(project, "restore", "shop", "--yes")
+    assert proc.returncode == 1
+    assert (docroot / "index.php").read_text() == "<?php // live and healthy\n"
+    assert (docroot / "big.bin").read_bytes() == big
+    assert not list(docroot.glob(".*maintainer-partial"))
+    assert "index.php" in proc.stderr and "big.bin" in proc.stderr
+
+
+def test_an_in_place_restore_leaves_excluded_and_unreadable_paths_alone(tmp_path, sshd_server):
+    docroot = make_site(sshd_server.workspace(f"ex-{os.getpid()}-{time.monotonic_ns()}"))
+    (docroot / "uploads").mkdir()
+    (docroot / "uploads" / "photo.jpg").write_bytes(b"excluded when the backup was taken")
+    (docroot / "rootonly.txt").write_text("the site user cannot read this\n")
+    (docroot / "privdir").mkdir()
+    (docroot / "privdir" / "secret.txt").write_text("nor this\n")
+    chown_tree(docroot, sshd_server.user)
+    os.chown(docroot / "rootonly.txt", 0, 0)
+    (docroot / "rootonly.txt").chmod(0o600)
+    os.chown(docroot / "privdir", 0, 0)
+    (docroot / "privdir").chmod(0o700)
+    store = sshd_server.workspace(f"store-{os.getpid()}-{time.monotonic_ns()}")
+    vars_ = sshd_server.site_vars(docroot=str(docroot), backup={"target": f"file://{store}", "exclude": ["uploads"]})
+    project = project_with(tmp_path, {"shop": vars_})
+    proc, doc = run_json(project, "run", "backup")
+    assert proc.returncode == 0, proc.stderr
+    warnings = " ".join(site_change(doc, "shop", "backup")["warnings"])
+    assert "rootonly.txt" in warnings and "privdir" in warnings
+    vars_["backup"]["exclude"] = []  # the exclude is dropped later: a restore must still not delete
+    project = project_with(tmp_path, {"shop": vars_})
+    proc, doc = run_json(project, "restore", "shop", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert (docroot / "uploads" / "photo.jpg").exists()
+    assert (docroot / "rootonly.txt").exists() and (docroot / "privdir" / "secret.txt").exists()
+
+
+def test_restore_elsewhere_restores_only_what_is_named(tmp_path, mariadb_db):
+    mariadb_db.seed(20)
+    docroot, _, vars_ = local_backup_site(tmp_path)
+    vars_["db"] = mariadb_db.settings()
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    mariadb_db.sql("INSERT INTO post_log (post_id, note) VALUES (1, 'written after the backup')")
+    live_tables = table_checksums(mariadb_db)
+    out = tmp_path / "out"
+    assert cli(project, "restore", "shop", "--to", str(out)).returncode == 0  # files only: no --yes needed
+    assert table_checksums(mariadb_db) == live_tables
+    (docroot / "index.php").write_text("live\n")
+    scratch = mariadb_db.scratch_name("only")
+    assert cli(project, "restore", "shop", "--db", scratch).returncode == 0  # database only
+    assert (docroot / "index.php").read_text() == "live\n"
+    mariadb_db.server.sql(f"DROP DATABASE `{scratch}`")
+    # naming the live targets is in place: it needs --yes
+    for args in (["--to", str(docroot) + "/"], ["--db", mariadb_db.name]):
+        proc = cli(project, "restore", "shop", *args)
+        assert proc.returncode == 2 and "--yes" in proc.stderr, args
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--backup", "19990101"], "matches no backup"),
+        (["--path", "no/such/*", "--to", "/tmp/x"], "no path in backup"),
+        (["--to", "relative/dir"], "absolute path"),
+    ],
+)
+def test_restore_input_mistakes_are_bad_input(tmp_path, args, expected):
+    _, _, vars_ = local_backup_site(tmp_path)
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    proc = cli(project, "restore", "shop", "--yes", *args)
+    assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+    assert [e["runbook"]["name"] for e in read_log(project)] == ["backup"]
+
+
+def test_paths_with_commas_and_brackets_and_globs_that_stay_in_one_directory(tmp_path):
+    docroot, _, vars_ = local_backup_site(tmp_path)
+    (docroot / "a,b.txt").write_text("comma\n")
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    out = tmp_path / "out"
+    proc = cli(project, "restore", "shop", "--to", str(out), "--path", "a,b.txt", "--path", "star*[[]x].css", "--path", "*.php")
+    assert proc.returncode == 0, proc.stderr
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert got == ["-starts-with-dash.php", "a,b.txt", "index.php", "star*[x].css"]
+
+
+def test_an_unchanged_database_shares_the_previous_dump_and_any_change_dumps_again(tmp_path, mariadb_db):
+    mariadb_db.seed(50)
+    _, store, vars_ = local_backup_site(tmp_path)
+    vars_["db"] = mariadb_db.settings()
+    project = project_with(tmp_path, {"shop": vars_})
+    dumps = lambda: sorted(p.relative_to(store) for p in (store / "shop" / "db").rglob("*.zst"))  # noqa: E731
+    first = site_change(run_json(project, "run", "backup")[1], "shop", "backup")
+    second = site_change(run_json(project, "run", "backup")[1], "shop", "backup")
+    assert first["databases"][0]["dump"] == "new" and second["databases"][0]["dump"].startswith("unchanged")
+    assert len(dumps()) == 1 and second["bytes_uploaded"] < first["bytes_uploaded"] / 10
+    # a row changed: dumped again; a row added and deleted again: the schema (AUTO_INCREMENT) says so
+    mariadb_db.sql("UPDATE posts SET title = 'changed' WHERE id = 3")
+    assert site_change(run_json(project, "run", "backup")[1], "shop", "backup")["databases"][0]["dump"] == "new"
+    mariadb_db.sql("INSERT INTO post_log (post_id, note) VALUES (1, 'x'); DELETE FROM post_log WHERE note = 'x'")
+    assert site_change(run_json(project, "run", "backup")[1], "shop", "backup")["databases"][0]["dump"] == "new"
+    assert len(dumps()) == 3
+    # a backup whose dump is shared restores like any other
+    unchanged = site_change(run_json(project, "run", "backup")[1], "shop", "backup")
+    assert unchanged["databases"][0]["dump"].startswith("unchanged")
+    expected = table_checksums(mariadb_db)
+    scratch = mariadb_db.scratch_name("shared")
+    assert cli(project, "restore", "shop", "--db", scratch).returncode == 0
+    assert table_checksums(mariadb_db, scratch) == expected
+    mariadb_db.server.sql(f"DROP DATABASE `{scratch}`")

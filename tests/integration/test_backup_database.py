@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import posixpath
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from maintainer.backup.database import DatabaseClient, DatabaseSettings, db_client
+from maintainer.backup.database import (
+    DatabaseClient,
+    DatabaseSettings,
+    DefinerFilter,
+    TableStat,
+    db_client,
+    unstable_tables,
+)
 from maintainer.errors import StepFailed
 from maintainer.transport import LocalTransport, Transport, host_key, make_transport
 from tests.servers.mariadb import ODD_TABLE, MariaDBDatabase, sql_ident, sql_string
@@ -206,3 +218,210 @@ def test_a_socket_connection_and_a_database_that_does_not_exist(mariadb_db: Mari
         with pytest.raises(StepFailed, match="site's own database"):
             client.drop_database(mariadb_db.name)
     assert mariadb_db.sql("SELECT DATABASE()") == f"{mariadb_db.name}\n"
+
+
+# -- table stats during writes ---------------------------------------------------------
+
+
+@contextmanager
+def busy_writer(db: MariaDBDatabase, rows: int) -> Iterator[None]:
+    """Two tables of ``rows`` rows, then a root session that keeps adding a row to both in one
+    transaction (in id order) until the block ends."""
+    db.sql(
+        "CREATE TABLE busy (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;"
+        "CREATE TABLE busy_twin (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(40)) ENGINE=InnoDB;"
+        "CREATE TABLE stop (x INT) ENGINE=InnoDB;"
+        f"INSERT INTO busy (v) SELECT CONCAT('row ', seq) FROM seq_1_to_{rows};"
+        f"INSERT INTO busy_twin (v) SELECT CONCAT('row ', seq) FROM seq_1_to_{rows};"
+    )
+    loop = (
+        "BEGIN NOT ATOMIC WHILE NOT EXISTS (SELECT 1 FROM stop) DO START TRANSACTION;"
+        " INSERT INTO busy (v) VALUES (CONCAT('row ', (SELECT MAX(id) + 1 FROM busy)));"
+        " INSERT INTO busy_twin (v) SELECT v FROM busy ORDER BY id DESC LIMIT 1; COMMIT; END WHILE; END"
+    )
+    writer = subprocess.Popen(
+        db.server.client_argv(db.name),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert writer.stdin is not None
+    writer.stdin.write(f"DELIMITER //\n{loop} //\n".encode())
+    writer.stdin.close()
+    try:
+        deadline = time.monotonic() + 10
+        while int(db.sql("SELECT COUNT(*) FROM busy")) < rows + 50:  # it is writing
+            assert writer.poll() is None, writer.stderr.read() if writer.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        yield
+    finally:
+        db.sql("INSERT INTO stop VALUES (1)")
+        writer.wait(timeout=30)
+
+
+def checksum_of_first(db: MariaDBDatabase, rows: int) -> str:
+    """CHECKSUM TABLE of a copy of busy's first ``rows`` rows: what a snapshot with that many saw."""
+    db.sql(
+        "DROP TABLE IF EXISTS busy_copy; CREATE TABLE busy_copy LIKE busy;"
+        f"INSERT INTO busy_copy SELECT * FROM busy ORDER BY id LIMIT {rows};"  # ids have gaps
+    )
+    return db.sql("CHECKSUM TABLE busy_copy").split("\t")[1].strip()
+
+
+def test_table_stats_come_from_one_snapshot_while_the_site_writes(mariadb_db: MariaDBDatabase) -> None:
+    settings = DatabaseSettings(**mariadb_db.settings())
+    seen: list[dict[str, TableStat]] = []
+    with db_client(LocalTransport(), settings) as client, busy_writer(mariadb_db, rows=100_000):
+        for _ in range(3):
+            seen.append(client.table_stats())
+    assert int(mariadb_db.sql("SELECT COUNT(*) FROM busy")) > seen[-1]["busy"]["rows"]  # it kept writing
+    for stats in seen:
+        # both tables grow in one transaction: one snapshot sees the same number of rows in each
+        assert stats["busy"]["rows"] == stats["busy_twin"]["rows"] > 100_000
+        # and the checksum is the one of exactly the rows counted
+        assert stats["busy"]["checksum"] == checksum_of_first(mariadb_db, stats["busy"]["rows"])
+    assert unstable_tables(seen[0], seen[-1]) == ["busy", "busy_twin"]
+    assert unstable_tables(seen[0], seen[0]) == []
+
+
+def test_tables_left_alone_during_a_dump_are_stable_and_restore_to_the_same_figures(
+    mariadb_db: MariaDBDatabase,
+) -> None:
+    mariadb_db.seed(rows=100)
+    settings = DatabaseSettings(**mariadb_db.settings())
+    scratch = mariadb_db.scratch_name("stable")
+    transport = LocalTransport()
+    with db_client(transport, settings) as client:
+        before = client.table_stats()
+        client.create_database(scratch)
+        copy(transport, client, scratch)
+        mariadb_db.sql("INSERT INTO post_log (post_id, note) VALUES (1, 'written during the dump')")
+        after = client.table_stats()
+        restored = client.table_stats(scratch)
+    assert unstable_tables(before, after) == ["post_log"]
+    assert {name: stat for name, stat in restored.items() if name != "post_log"} == {
+        name: stat for name, stat in before.items() if name != "post_log"
+    }
+    assert restored["post_log"] == before["post_log"] != after["post_log"]
+
+
+# -- definers ----------------------------------------------------------------------------
+
+
+def test_a_dump_with_foreign_definers_restores_as_the_site_user_through_the_filter(
+    mariadb_db: MariaDBDatabase,
+) -> None:
+    mariadb_db.seed(rows=30)
+    # objects of another account, as on a site migrated from elsewhere: root made them
+    mariadb_db.sql(
+        "CREATE DEFINER=root@localhost SQL SECURITY DEFINER VIEW drafts AS SELECT id, title FROM posts"
+        " WHERE status = 'draft';"
+        "CREATE DEFINER=root@localhost TRIGGER media_log AFTER INSERT ON media FOR EACH ROW"
+        " INSERT INTO post_log (post_id, note) VALUES (NEW.post_id, 'DEFINER=`x`@`y` in a body');"
+        "CREATE DEFINER=root@localhost EVENT tidy ON SCHEDULE EVERY 1 HOUR DISABLE DO DELETE FROM post_log WHERE id < 0;"
+        "INSERT INTO posts (id, title, body, created) VALUES (9999, 'DEFINER=`root`@`localhost` as data', '', NOW());"
+    )
+    transport = LocalTransport()
+    settings = DatabaseSettings(**mariadb_db.settings())
+    plain, filtered = mariadb_db.scratch_name("plain"), mariadb_db.scratch_name("filtered")
+    with db_client(transport, settings) as client:
+        with transport.stream_out(client.dump_command()) as dump:
+            data = dump.read()
+        client.check(dump.result, "dump")
+        assert b"DEFINER=`root`@`localhost`" in data
+        assert client.database_exists(mariadb_db.name) and not client.database_exists(plain)
+
+        client.create_database(plain)  # what happened before: the import stops half-way
+        assert client.database_exists(plain)
+        with transport.stream_in(client.restore_command(plain)) as sink:
+            sink.write(data)
+        with pytest.raises(StepFailed, match="ERROR 1227"):
+            client.check(sink.result, "restore")
+
+        client.create_database(filtered)
+        with transport.stream_in(client.restore_command(filtered)) as sink:
+            stripper = client.restore_filter(sink.write)
+            assert isinstance(stripper, DefinerFilter)
+            for start in range(0, len(data), 4093):  # chunks that cut lines anywhere
+                stripper.write(memoryview(data)[start : start + 4093])
+            stripper.close()
+        client.check(sink.result, "restore")
+        assert stripper.removed == 7  # 2 views, 2 triggers, 2 events, 1 function
+        assert client.table_stats(filtered) == client.table_stats()
+
+    definers = mariadb_db.server.sql(
+        f"SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {sql_string(filtered)};"
+        f"SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {sql_string(filtered)};"
+        f"SELECT DEFINER FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {sql_string(filtered)};"
+        f"SELECT DEFINER FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {sql_string(filtered)};"
+    ).split()
+    assert definers == [f"{mariadb_db.user}@%"] * 7
+    drafts = mariadb_db.server.sql(f"SELECT COUNT(*) FROM {sql_ident(filtered)}.drafts")
+    assert drafts == "11\n"  # 30 // 3 seeded + 1, through a view that now belongs to the site user
+    title = "SELECT title FROM {}.posts WHERE id = 9999"
+    assert mariadb_db.server.sql(title.format(sql_ident(filtered))) == "DEFINER=`root`@`localhost` as data\n"
+
+
+def test_database_exists_is_exact(mariadb_db: MariaDBDatabase) -> None:
+    upper = mariadb_db.scratch_name("Exact")
+    with db_client(LocalTransport(), DatabaseSettings(**mariadb_db.settings())) as client:
+        client.create_database(upper)
+        assert client.database_exists(upper)
+        assert not client.database_exists(upper.lower())  # lower_case_table_names=0: another name
+        assert not client.database_exists(mariadb_db.scratch_name("Exäct"))  # the collation would match it
+        assert not client.database_exists(mariadb_db.name + "_%")
+
+
+# -- stale credential dirs ----------------------------------------------------------------
+
+
+def test_stale_credential_dirs_of_this_user_are_removed_at_start(
+    mariadb_db: MariaDBDatabase,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    old = time.time() - 7 * 3600
+
+    def make(name: str, age: float = old, *, owner: int | None = None) -> Path:
+        path = tmp_path / name
+        path.mkdir(mode=0o700)
+        (path / "client.cnf").write_text("[client]\npassword=left-behind\n")
+        if owner is not None:
+            os.chown(path, owner, owner)
+        os.utime(path, (age, age))
+        return path
+
+    stale = make("maintainer-db.AbCdEfGh12")
+    fresh = make("maintainer-db.ZyXwVuTs98", time.time() - 5 * 3600)
+    other_name = [
+        make("maintainer-db.short"),
+        make("maintainer-backup.AbCdEfGh12"),
+        make("maintainer-db.AbCdEfGh123"),
+    ]
+    target = make("elsewhere")
+    link = tmp_path / "maintainer-db.LiNkLiNk00"
+    link.symlink_to(target)
+    os.utime(link, (old, old), follow_symlinks=False)
+    foreign = make("maintainer-db.NoBoDy0000", owner=65534) if os.geteuid() == 0 else None
+
+    with (
+        caplog.at_level(logging.WARNING),
+        db_client(LocalTransport(), DatabaseSettings(**mariadb_db.settings())) as client,
+    ):
+        assert client.workdir.startswith(f"{tmp_path}/maintainer-db.")
+        assert not stale.exists()
+    assert fresh.exists() and target.exists() and link.is_symlink() and all(p.exists() for p in other_name)
+    assert foreign is None or foreign.exists()
+    assert f"removed 1 credentials dir(s) left by killed runs: {stale}" in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("maintainer-db.")) == sorted(
+        [
+            "maintainer-db.ZyXwVuTs98",
+            "maintainer-db.short",
+            "maintainer-db.AbCdEfGh123",
+            "maintainer-db.LiNkLiNk00",
+        ]
+        + (["maintainer-db.NoBoDy0000"] if foreign else [])
+    )

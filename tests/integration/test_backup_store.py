@@ -12,9 +12,11 @@ import hashlib
 import os
 import stat
 import subprocess
+import time
 import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -446,7 +448,7 @@ def test_s3_settings_validation() -> None:
             S3Settings(**bad)
     settings = S3Settings.model_validate({"access_key_id": "AKIA1", "secret_access_key": "s3cr3t-value"})
     assert "s3cr3t-value" not in repr(settings) and "s3cr3t-value" not in str(settings.model_dump())
-    assert S3Settings().part_size == 16 * MiB and S3Settings().max_attempts == 5
+    assert S3Settings().part_size == 8 * MiB and S3Settings().max_attempts == 5
 
 
 @pytest.mark.parametrize(
@@ -477,3 +479,100 @@ def test_targets_root_each_site(tmp_path: Path) -> None:
     assert open_store(f"file://localhost{tmp_path}", "web1", None).location == f"file://{tmp_path}/web1"
     with pytest.raises(BadInput, match="site name"):
         open_store(f"file://{tmp_path}", "../etc", None)
+
+
+# -- leftovers of killed writers ------------------------------------------------------
+
+
+def test_local_cleanup_incomplete_removes_old_temp_files_and_empty_dirs(tmp_path: Path) -> None:
+    store = open_store(f"file://{tmp_path}", "site1", None)
+    assert isinstance(store, LocalStore)
+    assert store.cleanup_incomplete(datetime.now(UTC)) == 0  # nothing there yet
+    store.put_bytes("packs/ab/kept", b"pack")
+    store.put_bytes("manifests/m1", b"{}")
+    old = time.time() - 7200
+
+    def temp(rel: str, mtime: float = old) -> Path:
+        path = store.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half written")
+        os.utime(path, (mtime, mtime))
+        return path
+
+    gone = [temp(f"{TEMP_PREFIX}1"), temp(f"manifests/{TEMP_PREFIX}2"), temp(f"packs/ef/{TEMP_PREFIX}3")]
+    young = temp(f"packs/ab/{TEMP_PREFIX}4", time.time())  # a writer at work
+    (store.root / "packs" / "cd").mkdir()  # emptied by prune
+    (store.root / "db" / "20260101T000000Z" / "deeper").mkdir(parents=True)
+    (store.root / "locks").mkdir()  # empty, but not under packs/ or db/
+    (store.root / f"{TEMP_PREFIX}dir").mkdir()  # not a temp file
+    (store.root / f"packs/ab/{TEMP_PREFIX}link").symlink_to(tmp_path / "elsewhere")
+
+    removed = store.cleanup_incomplete(datetime.now(UTC) - timedelta(hours=1))
+
+    # 3 temp files; packs/ef (empty once its temp file went), packs/cd, db/<id>/deeper, db/<id>
+    assert removed == 7
+    assert not any(p.exists() for p in gone) and young.exists()
+    left = sorted(str(p.relative_to(store.root)) for p in store.root.rglob("*"))
+    assert left == sorted(
+        [
+            f"{TEMP_PREFIX}dir", "db", "locks", "manifests", "manifests/m1",
+            "packs", "packs/ab", "packs/ab/kept", f"packs/ab/{TEMP_PREFIX}4", f"packs/ab/{TEMP_PREFIX}link",
+        ]
+    )  # fmt: skip
+    assert [i.key for i in store.list()] == ["manifests/m1", "packs/ab/kept"]
+    store.put_bytes("packs/cd/new", b"x")  # the removed directories come back when needed
+    with store.open_write("db/20260101T000000Z/dump.sql.zst") as writer:
+        writer.write(b"dump")
+    assert store.get_bytes("db/20260101T000000Z/dump.sql.zst") == b"dump"
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.cleanup_incomplete(datetime.now())
+
+
+def test_a_local_write_survives_its_empty_directory_being_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store(f"file://{tmp_path}", "site1", None)
+    assert isinstance(store, LocalStore)
+    (store.root / "packs" / "ab").mkdir(parents=True)
+    real_open = os.open
+    raced: list[str] = []
+
+    def open_after_cleanup(path: Any, flags: int, mode: int = 0o777, **kwargs: Any) -> int:
+        if TEMP_PREFIX in str(path) and not raced:  # prune empties packs/ right between mkdirs and open
+            raced.append(str(path))
+            assert store.cleanup_incomplete(datetime.now(UTC)) == 1
+        return real_open(path, flags, mode, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_after_cleanup)
+    store.put_bytes("packs/ab/x", b"content")
+    assert raced and store.get_bytes("packs/ab/x") == b"content"
+
+
+def test_s3_cleanup_incomplete_aborts_old_uploads_under_its_prefix(
+    s3_server: S3Server, s3_bucket: str
+) -> None:
+    store = open_store(f"s3://{s3_bucket}/fleet", "site1", s3_server.settings(part_size=PART))
+    assert isinstance(store, S3Store)
+    client = s3_server.client()
+
+    def start(key: str) -> str:
+        upload_id: str = client.create_multipart_upload(Bucket=s3_bucket, Key=key)["UploadId"]
+        client.upload_part(Bucket=s3_bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=b"x" * 1000)
+        return upload_id
+
+    # what writers killed part-way left, and what belongs to other sites or other tools
+    for key in ("fleet/site1/packs/ab/one", "fleet/site1/db/20260101T000000Z/d.sql.zst"):
+        start(key)
+    for key in ("fleet/site10/packs/ab/two", "other/packs/three"):
+        start(key)
+    with store.open_write("packs/cd/complete") as writer:  # a finished multipart object stays
+        writer.write(os.urandom(PART + 1))
+
+    # moto reports one fixed time (2010-11-10) for every upload: the cut is made relative to it
+    initiated = min(u["Initiated"] for u in client.list_multipart_uploads(Bucket=s3_bucket)["Uploads"])
+    assert store.cleanup_incomplete(initiated) == 0  # none was initiated before that
+    assert store.cleanup_incomplete(initiated + timedelta(seconds=1)) == 2
+    left = client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", [])
+    assert sorted(u["Key"] for u in left) == ["fleet/site10/packs/ab/two", "other/packs/three"]
+    assert [i.key for i in store.list()] == ["packs/cd/complete"]
+    assert store.cleanup_incomplete(datetime.now(UTC) + timedelta(minutes=1)) == 0

@@ -16,13 +16,19 @@ import pytest
 from pydantic import ValidationError
 
 from maintainer.backup.database import (
+    DEFINER_HEAD,
+    STALE_WORKDIR_MINUTES,
     DatabaseClient,
     DatabaseSettings,
+    DefinerFilter,
     MySQLClient,
     PostgresClient,
+    TableStat,
     db_client,
     option_value,
+    strip_definers,
     unescape_batch,
+    unstable_tables,
 )
 from maintainer.errors import StepCancelled, StepFailed, StepTimeout
 from maintainer.transport import CommandResult, CommandStream, Transport
@@ -372,3 +378,213 @@ def test_postgres_no_server_table_stats_parses_hex_names_counts_and_digests() ->
     assert "--dbname=host='localhost' user='app' dbname='shop_copy'" in argv
     assert "--tuples-only" in argv and "--field-separator=\t" in argv
     assert "query_to_xml" in argv[-1] and "'BASE TABLE'" in argv[-1]
+
+
+def test_mysql_table_stats_read_counts_and_checksums_in_one_snapshot() -> None:
+    commands: list[str] = []
+
+    def respond(command: str) -> CommandResult:
+        commands.append(command)
+        return ok()
+
+    assert client_for(mysql(), respond).table_stats() == {}
+    sql = shlex.split(commands[0])[-3]
+    listing, snapshot = sql.index("information_schema.TABLES"), sql.index("WITH CONSISTENT SNAPSHOT")
+    assert "ISOLATION LEVEL REPEATABLE READ" in sql[listing:snapshot]  # the list first, then the snapshot
+    assert snapshot < sql.index("EXECUTE s") < sql.index("COMMIT")
+
+
+def test_mysql_table_stats_retry_once_when_a_table_goes_or_changes_meanwhile() -> None:
+    answers = [
+        CommandResult(
+            rc=1, stdout="", stderr="ERROR 1412 (HY000) at line 1: Table definition has changed", duration=0
+        ),
+        ok(f"R\t{b'posts'.hex()}\t1\nsite db.posts\t99\n"),
+    ]
+    client = client_for(mysql(), lambda c: answers.pop(0))
+    assert client.table_stats() == {"posts": {"rows": 1, "checksum": "99"}}
+    gone = CommandResult(
+        rc=1, stdout="", stderr="ERROR 1146 (42S02) at line 1: Table 'x' doesn't exist", duration=0
+    )
+    with pytest.raises(StepFailed, match="ERROR 1146"):
+        client_for(mysql(), lambda c: gone).table_stats()  # twice in a row: an error
+    other = CommandResult(rc=1, stdout="", stderr="ERROR 1049 (42000): Unknown database 'x'", duration=0)
+    calls: list[str] = []
+    with pytest.raises(StepFailed, match="Unknown database"):
+        client_for(mysql(), lambda c: calls.append(c) or other).table_stats()  # type: ignore[func-returns-value]
+    assert len(calls) == 1
+
+
+def test_unstable_tables_are_the_ones_whose_figures_moved() -> None:
+    before: dict[str, TableStat] = {
+        "a": {"rows": 1, "checksum": "1"},
+        "b": {"rows": 2, "checksum": "2"},
+        "gone": {"rows": 0, "checksum": "0"},
+    }
+    after: dict[str, TableStat] = {
+        "a": {"rows": 1, "checksum": "1"},
+        "b": {"rows": 2, "checksum": "3"},
+        "new": {"rows": 0, "checksum": "0"},
+    }
+    assert unstable_tables(before, after) == ["b", "gone", "new"]
+    assert unstable_tables(before, dict(before)) == []
+
+
+def test_database_exists_matches_the_name_exactly_unless_the_server_folds_case() -> None:
+    def answer(*names: str, lower: str = "0") -> Responder:
+        return lambda command: ok("".join(f"{n.encode().hex().upper()}\t{lower}\n" for n in names))
+
+    assert client_for(mysql(), answer("Shop_copy")).database_exists("Shop_copy")
+    assert not client_for(mysql(), answer("shop_copy")).database_exists(
+        "Shop_copy"
+    )  # the ci collation's match
+    assert not client_for(mysql(), answer("shop_côpy")).database_exists("shop_copy")
+    assert client_for(mysql(), answer("shop_copy", lower="1")).database_exists("Shop_copy")
+    assert not client_for(mysql(), answer()).database_exists("x")
+    commands: list[str] = []
+    client_for(mysql(), lambda c: commands.append(c) or ok()).database_exists("we'ird")  # type: ignore[func-returns-value]
+    assert "information_schema.SCHEMATA" in commands[0] and b"we'ird".hex() in commands[0].lower()
+
+
+def test_postgres_no_server_database_exists_asks_pg_database() -> None:
+    commands: list[str] = []
+
+    def respond(command: str) -> CommandResult:
+        commands.append(command)
+        return ok("1\n" if "'shop_copy'" in command else "")
+
+    client = client_for(postgres(), respond, PG_TOOLS)
+    assert client.database_exists("shop_copy") and not client.database_exists("other")
+    argv = shlex.split(commands[0])
+    assert "--dbname=host='localhost' user='app' dbname='postgres'" in argv
+    assert argv[-1] == "--command=SELECT 1 FROM pg_database WHERE datname = 'shop_copy'"
+
+
+# -- stale credential dirs -----------------------------------------------------------------
+
+
+def test_the_setup_removes_only_this_users_old_maintainer_db_dirs_in_the_temp_dir() -> None:
+    transport = FakeTransport(MARIADB_TOOLS)
+    with db_client(transport, mysql()):
+        pass
+    setup = transport.commands[0]
+    clean, make = setup.index("find "), setup.index("mktemp -d")
+    assert clean < make  # in the same command, before the new dir is made
+    assert 't="${TMPDIR:-/tmp}"' in setup and '"$t/maintainer-db.XXXXXXXXXX"' in setup  # the same dir
+    find = setup[clean : setup.index("; }", clean) + 3]
+    for part in (
+        'find "$t" -mindepth 1 -maxdepth 1 -type d',
+        "-name 'maintainer-db.??????????'",
+        '-user "$(id -u)"',
+        f"-mmin +{STALE_WORKDIR_MINUTES}",
+        "-exec rm -rf -- {} +",
+        "|| true",  # a failing cleanup never stops the setup
+    ):
+        assert part in find, part
+    assert STALE_WORKDIR_MINUTES == 360
+
+
+# -- DEFINER clauses -------------------------------------------------------------------------
+
+VIEW_LINE = b"/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */\n"
+DUMP = b"".join(
+    [
+        b"-- MariaDB dump 10.19\n",
+        b"INSERT INTO `t` VALUES\n",
+        b"(1,'CREATE DEFINER=`root`@`localhost` FUNCTION in data'),\n",
+        b"(2,'/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */');\n",
+        b"INSERT INTO `u` VALUES (1,'DEFINER=`a`@`b`'),(2,'x');\n",
+        b"/*!50003 CREATE*/ /*!50017 DEFINER=`root`@`localhost`*/ /*!50003 TRIGGER tr AFTER INSERT ON t FOR EACH ROW\n",
+        b"INSERT INTO log VALUES ('DEFINER=`x`@`y`') */;;\n",
+        b"/*!50106 CREATE*/ /*!50117 DEFINER=`web``admin`@`%`*/ /*!50106 EVENT `ev` ON SCHEDULE EVERY 1 DAY DO DO 1 */ ;;\n",
+        b"CREATE DEFINER=`root`@`localhost` FUNCTION `f`() RETURNS int(11)\n",
+        b"/*!50003 CREATE*/ /*!50020 DEFINER='old'@'10.0.0.%'*/ /*!50003 PROCEDURE `p`() SELECT 1 */;;\n",
+        b"CREATE DEFINER=CURRENT_USER PROCEDURE `q`() SELECT 1;;\n",
+        b"CREATE DEFINER=`site_role` PROCEDURE `r`() SELECT 1;;\n",
+        b"/*!50001 CREATE ALGORITHM=UNDEFINED */\n",
+        VIEW_LINE,
+        b"/*!50001 VIEW `v` AS select 1 AS `DEFINER` */;\n",
+        b"CREATE OR REPLACE ALGORITHM=MERGE DEFINER=`u`@`h` SQL SECURITY INVOKER VIEW `w` AS SELECT 1;\n",
+        b"/*M!100401 DEFINER=`u`@`h`*/ SELECT 1;\n",
+        b"-- Dump completed on 2026-01-01",
+    ]
+)
+STRIPPED = b"".join(
+    [
+        b"-- MariaDB dump 10.19\n",
+        b"INSERT INTO `t` VALUES\n",
+        b"(1,'CREATE DEFINER=`root`@`localhost` FUNCTION in data'),\n",
+        b"(2,'/*!50013 DEFINER=`root`@`localhost` SQL SECURITY DEFINER */');\n",
+        b"INSERT INTO `u` VALUES (1,'DEFINER=`a`@`b`'),(2,'x');\n",
+        b"/*!50003 CREATE*/ /*!50003 TRIGGER tr AFTER INSERT ON t FOR EACH ROW\n",
+        b"INSERT INTO log VALUES ('DEFINER=`x`@`y`') */;;\n",
+        b"/*!50106 CREATE*/ /*!50106 EVENT `ev` ON SCHEDULE EVERY 1 DAY DO DO 1 */ ;;\n",
+        b"CREATE FUNCTION `f`() RETURNS int(11)\n",
+        b"/*!50003 CREATE*/ /*!50003 PROCEDURE `p`() SELECT 1 */;;\n",
+        b"CREATE PROCEDURE `q`() SELECT 1;;\n",
+        b"CREATE PROCEDURE `r`() SELECT 1;;\n",
+        b"/*!50001 CREATE ALGORITHM=UNDEFINED */\n",
+        b"/*!50013 SQL SECURITY DEFINER */\n",
+        b"/*!50001 VIEW `v` AS select 1 AS `DEFINER` */;\n",
+        b"CREATE OR REPLACE ALGORITHM=MERGE SQL SECURITY INVOKER VIEW `w` AS SELECT 1;\n",
+        b"SELECT 1;\n",
+        b"-- Dump completed on 2026-01-01",
+    ]
+)
+
+
+def filtered(data: bytes, size: int) -> tuple[bytes, int]:
+    """``data`` through a DefinerFilter in chunks of ``size`` bytes, one reused buffer."""
+    out: list[bytes] = []
+    stripper = DefinerFilter(lambda view: out.append(bytes(view)))
+    buffer = bytearray(size)
+    for start in range(0, len(data), size):
+        piece = data[start : start + size]
+        buffer[: len(piece)] = piece
+        assert stripper.write(memoryview(buffer)[: len(piece)]) == len(piece)
+    stripper.close()
+    return b"".join(out), stripper.removed
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11, 64, 100, 1000, 1 << 20])
+def test_definer_clauses_go_wherever_the_chunks_are_cut(size: int) -> None:
+    assert filtered(DUMP, size) == (STRIPPED, 9)
+
+
+def test_strip_definers_as_a_generator_and_without_a_final_newline() -> None:
+    assert b"".join(strip_definers(iter([DUMP[:100], DUMP[100:]]))) == STRIPPED
+    assert b"".join(strip_definers([VIEW_LINE.rstrip(b"\n")])) == b"/*!50013 SQL SECURITY DEFINER */"
+    assert b"".join(strip_definers([b"/*!500", b"13 DEFINER=`a`@`b` SQL SECURITY DEFINER */"])) == (
+        b"/*!50013 SQL SECURITY DEFINER */"
+    )
+    assert list(strip_definers([])) == []
+
+
+def test_long_lines_pass_through_untouched_with_bounded_carry() -> None:
+    row = b"INSERT INTO `t` VALUES " + b"(1,'DEFINER=`x`@`y`')," * 100_000 + b"(2,'z');\n"
+    long_view = (
+        VIEW_LINE.rstrip(b"\n") + b" " * DEFINER_HEAD + b"/*!50013 DEFINER=`a`@`b` SQL SECURITY DEFINER */\n"
+    )
+    data = row + long_view + row
+    out, removed = filtered(data, 65536)
+    # only the clause at the start of a line goes; text past DEFINER_HEAD is never looked at
+    assert out == row + long_view.replace(b"DEFINER=`root`@`localhost` ", b"", 1) + row
+    assert removed == 1
+
+    held: list[int] = []
+    stripper = DefinerFilter(lambda view: held.append(len(view)))
+    stripper.write(b"/*!50013 DEFINER=`r`@`h` SQL")  # too short to tell: held back
+    assert held == []
+    stripper.write(b"x" * DEFINER_HEAD)  # the line's start is known now: passed on, not held
+    assert sum(held) == DEFINER_HEAD + len(b"/*!50013 SQL")
+    stripper.write(b"/*!50013 DEFINER=`r`@`h` SQL SECURITY DEFINER */")  # still the same line: untouched
+    stripper.close()
+    assert stripper.removed == 1
+
+
+def test_only_mysql_restores_get_a_filter() -> None:
+    def sink(view: memoryview) -> None:
+        pass
+
+    assert isinstance(client_for(mysql(), lambda c: ok()).restore_filter(sink), DefinerFilter)
+    assert client_for(postgres(), lambda c: ok(), PG_TOOLS).restore_filter(sink) is None
