@@ -467,7 +467,10 @@ class _Job:
             yield entry, found.get(path)
 
     def _send(self, docroot: str, send: list[Entry], entries: dict[str, Entry]) -> None:
-        self.log(f"sending {len(send)} new or changed entries")
+        files = [e for e in send if e.type == "file"]
+        size = human_bytes(sum(e.size for e in files))
+        others = len(send) - len(files)
+        self.log(f"sending {len(files)} new or changed files ({size}) and {others} directories/links")
         expected = {e.path: e for e in send}
         packer = _Packer(self.store, self.spec.settings.compression_level, self.spec.settings.pack_size)
         current: dict[str, Any] = {}
