@@ -32,6 +32,8 @@ _BUILTINS = {
     "perf_compare": "maintainer.actions.perf_compare:PerfCompareAction",
     "os_packages": "maintainer.actions.os_packages:OsPackagesAction",
     "reboot": "maintainer.actions.reboot:RebootAction",
+    "cms.verify": "maintainer.actions.cms_verify:CmsVerifyAction",
+    "cms.vulnerabilities": "maintainer.actions.cms_vulnerabilities:CmsVulnerabilitiesAction",
 }
 
 

@@ -1,0 +1,292 @@
+"""The CMS adapter interface: one class per CMS, chosen by the site's ``cms`` inventory var.
+
+An adapter is a class whose settings are class attributes (its name, the slug its core has in
+vulnerability feeds, what it can do) and whose methods ask the CMS's own command-line tool, on
+the site, through a ``Runner`` (the action's transport). The read-only operations are:
+
+- ``version()``: the core version;
+- ``components()``: core, plugins/modules/extensions and themes, each a ``Component`` (type, slug,
+  name, version, active, the tool's own status);
+- ``verify()``: file integrity against published checksums (core and plugins), a ``VerifyResult``
+  whose ``findings`` list each modified, missing or added file.
+
+The CLI tools' exit codes are not trusted for answers: an adapter parses what they print (JSON
+where they offer it) and uses the exit code only to tell "no answer" from "an answer".
+
+``adapter_for(site, runner)`` picks the class from ``ADAPTERS`` (``wordpress``, ``drupal``,
+``joomla``, ``static``, ``custom``), importing it only when a site needs it. The update operations
+(``updates``, ``update``, ``maintenance``, ...) of issue 5 extend this interface.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..errors import BadInput, ExitCode, MaintainerError, did_you_mean
+from ..transport import CommandResult
+
+if TYPE_CHECKING:
+    from ..inventory import Site
+
+#: runs an argv on the site and returns its result whatever its exit code (a timeout or a stop
+#: request raises); the actions pass one built on ``StepContext.sh``
+Runner = Callable[[Sequence[str]], CommandResult]
+
+#: ``cms`` var value -> "module:Class"; imported on first use
+ADAPTERS: dict[str, str] = {
+    "wordpress": "maintainer.cms.wordpress:WordPressAdapter",
+    "drupal": "maintainer.cms.drupal:DrupalAdapter",
+    "joomla": "maintainer.cms.joomla:JoomlaAdapter",
+    "static": "maintainer.cms.base:StaticAdapter",
+    "custom": "maintainer.cms.custom:CustomAdapter",
+}
+
+#: how much of a tool's output an error message and its outputs carry
+OUTPUT_TAIL = 2000
+
+
+class CmsError(MaintainerError):
+    """A CMS tool gave no usable answer (not installed, broken site, unreadable output)."""
+
+    exit_code = ExitCode.SITE_FAILED
+
+    def __init__(
+        self, message: str, *, command: Sequence[str] | None = None, result: CommandResult | None = None
+    ):
+        if result is not None:
+            message = f"{message} (exit {result.rc}): {_last_lines(result.stderr or result.stdout)}"
+        super().__init__(message)
+        self.command = list(command) if command is not None else None
+        self.result = result
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.command is not None:
+            data["command"] = self.command
+        if self.result is not None:
+            data.update(
+                rc=self.result.rc,
+                stdout=self.result.stdout[-OUTPUT_TAIL:],
+                stderr=self.result.stderr[-OUTPUT_TAIL:],
+            )
+        return data
+
+
+def _last_lines(text: str, lines: int = 4) -> str:
+    kept = [line.strip() for line in text.strip().splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)[-600:] or "(no output)"
+
+
+# ------------------------------------------------------------------ what adapters return
+
+
+@dataclass(frozen=True)
+class Component:
+    """One installed piece of a site: its core, a plugin/module/extension, a theme."""
+
+    #: core, plugin, theme, module (Drupal), extension (Joomla)
+    type: str
+    #: the identifier vulnerability feeds use: the plugin's directory, the theme's stylesheet,
+    #: the Drupal project, the core's name (wordpress, drupal, joomla)
+    slug: str
+    name: str
+    version: str | None
+    active: bool | None = None
+    #: the tool's own word (active, inactive, must-use, dropin, parent, Enabled, ...)
+    status: str | None = None
+
+    @property
+    def key(self) -> str:
+        """``core`` or ``plugin:akismet``: how findings name a component."""
+        return "core" if self.type == "core" else f"{self.type}:{self.slug}"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "slug": self.slug,
+            "name": self.name,
+            "version": self.version,
+            "active": self.active,
+            "status": self.status,
+        }
+
+
+#: what a finding says about a file
+MODIFIED, MISSING, ADDED, UNREADABLE = "modified", "missing", "added", "unverifiable"
+
+
+@dataclass(frozen=True)
+class IntegrityFinding:
+    """A file that does not match its component's published checksums."""
+
+    component: str  # Component.key: core, plugin:akismet
+    file: str
+    problem: str  # modified, missing, added, unverifiable
+    message: str  # as the tool said it
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "component": self.component,
+            "file": self.file,
+            "problem": self.problem,
+            "message": self.message,
+        }
+
+
+@dataclass
+class VerifyResult:
+    """``verify()``: findings, and what could and could not be checked."""
+
+    #: False: this CMS (or adapter) has no integrity check; ``note`` says why
+    supported: bool = True
+    #: the core version the files were checked against
+    version: str | None = None
+    findings: list[IntegrityFinding] = field(default_factory=list)
+    #: components whose every file matched (Component.key)
+    verified: list[str] = field(default_factory=list)
+    #: components that could not be checked: {"component", "reason"} (no published checksums, ...)
+    unverified: list[dict[str, str]] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def clean(self) -> bool:
+        return self.supported and not self.findings
+
+
+# ------------------------------------------------------------------ the interface
+
+
+class CmsAdapter:
+    """Subclass, set the class attributes, implement the operations the CMS offers."""
+
+    #: the value of the site's ``cms`` var
+    name: ClassVar[str]
+    title: ClassVar[str]
+    #: the slug of the core in vulnerability feeds (None: the CMS has no core to match)
+    core_slug: ClassVar[str | None] = None
+    #: ``components()`` returns something
+    has_components: ClassVar[bool] = False
+    #: ``verify()`` checks files; when False, ``verify_note`` says why not
+    can_verify: ClassVar[bool] = False
+    verify_note: ClassVar[str] = ""
+    #: inventory vars a site of this CMS must set (checked before anything runs)
+    required_vars: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, site: Site, run: Runner) -> None:
+        self.site = site
+        self.run = run
+        self._components: list[Component] | None = None
+        self._version: str | None = None
+
+    @classmethod
+    def check_site(cls, site: Site) -> None:
+        """BadInput when the site's vars cannot work with this adapter."""
+        missing = [var for var in cls.required_vars if not site.vars.get(var)]
+        if missing:
+            raise BadInput(
+                f"site '{site.name}' (cms: {cls.name}) needs the inventory var(s) {', '.join(missing)}.",
+                key=missing[0],
+                fix=f"set {missing[0]} in the site's host_vars or group_vars.",
+            )
+
+    def var(self, name: str, default: str | None = None) -> str | None:
+        value = self.site.vars.get(name)
+        return default if value in (None, "") else str(value)
+
+    def version(self) -> str | None:
+        """The core version (None: the CMS has no versioned core)."""
+        return None
+
+    def components(self) -> list[Component]:
+        """Core, plugins/modules/extensions and themes, as installed now (cached per adapter)."""
+        if self._components is None:
+            self._components = self._list_components()
+        return self._components
+
+    def _list_components(self) -> list[Component]:
+        return []
+
+    def verify(self) -> VerifyResult:
+        return VerifyResult(supported=False, note=self.verify_note or f"{self.title} has no integrity check")
+
+
+class StaticAdapter(CmsAdapter):
+    """A static site: no CMS, nothing to list or verify."""
+
+    name = "static"
+    title = "static site"
+    verify_note = "a static site has no CMS whose files have published checksums"
+
+
+# ------------------------------------------------------------------ registry
+
+
+def adapter_class(cms: str) -> type[CmsAdapter]:
+    """The adapter for a ``cms`` var value; BadInput for an unknown one."""
+    target = ADAPTERS.get(cms)
+    if target is None:
+        raise BadInput(
+            f"unknown cms '{cms}'.",
+            key="cms",
+            fix=f"{did_you_mean(cms, ADAPTERS)}use one of: {', '.join(ADAPTERS)}.",
+        )
+    module_name, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module_name), attr)
+    assert isinstance(cls, type) and issubclass(cls, CmsAdapter)
+    return cls
+
+
+def adapter_for(site: Site, run: Runner) -> CmsAdapter:
+    """The site's adapter, over ``run``."""
+    return adapter_class(site.cms)(site, run)
+
+
+# ------------------------------------------------------------------ reading tool output
+
+
+def find_json(text: str) -> Any:
+    """The JSON document a tool printed, even after warnings or PHP notices on the same stream.
+
+    Tries the whole text, then each line from the last (WP-CLI and Drush print one line), then
+    everything from the first line that opens an array or object (pretty-printed output).
+    Raises ValueError when there is none.
+    """
+    stripped = text.strip()
+    if stripped:
+        try:
+            return json.loads(stripped)
+        except ValueError:
+            pass
+    lines = text.splitlines()
+    for line in reversed(lines):
+        candidate = line.strip()
+        if candidate[:1] in ("[", "{"):
+            try:
+                return json.loads(candidate)
+            except ValueError:
+                continue
+    for index, line in enumerate(lines):
+        if line.lstrip()[:1] in ("[", "{"):
+            try:
+                return json.loads("\n".join(lines[index:]))
+            except ValueError:
+                continue
+    raise ValueError("no JSON document in the output")
+
+
+_VERSION = re.compile(r"\d+(?:\.\d+)*(?:[-+._]?[0-9A-Za-z]+)*")
+
+
+def first_version(text: str) -> str | None:
+    """The first version-looking token of ``text`` (``6.4.3``, ``1.0.0-beta``)."""
+    for token in text.split():
+        match = _VERSION.fullmatch(token.strip())
+        if match:
+            return match.group(0)
+    return None
