@@ -590,6 +590,8 @@ def restore(
         "paths": json.dumps(list(paths)),  # a JSON list: commas and brackets in globs stay intact
         "files": str(target.files).lower(),
         "database": str(target.database).lower(),
+        # confirmed above; when nothing live is named, the site still checks that --to is not the docroot
+        "overwrite_live": str(bool(target.live) or dry_run).lower(),
     }
     options = engine.RunOptions(
         runbook="restore",

@@ -457,6 +457,8 @@ def print_verify(site: str, report: Any, console: Console) -> None:
         )
         console.print(line)
         for problem in check.problems:
-            console.print(Text(f"      {problem}", style="red"))
+            # a file name may hold a newline: one problem, one line
+            shown = problem.replace("\n", "\\n").replace("\r", "\\r")
+            console.print(Text(f"      {shown}", style="red"))
     if not report.backups:
         console.print(Text("  no backups yet"))

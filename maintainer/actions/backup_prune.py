@@ -44,5 +44,7 @@ class BackupPruneAction(Action):
         report = prune_backups(spec.store(), spec.settings.retention, Deadline(ctx.cancel, ctx.timeout))
         record = report.record()
         changed = bool(report.removed or report.objects_removed)
-        changes = [{"what": "backups_pruned", **record}] if changed else []
+        # recorded when it removed something, or when something stopped it (an unreadable backup)
+        noteworthy = changed or report.unreadable or report.warnings
+        changes = [{"what": "backups_pruned", **record}] if noteworthy else []
         return ActionResult(outputs=record, changes=changes, changed=changed)

@@ -11,7 +11,7 @@ from ..backup.config import check_site_backup, site_backup
 from ..backup.manifest import find_backup
 from ..backup.restore import files_not_in_backup, restore_backup, select_entries
 from ..backup.streams import Deadline
-from ..errors import BackupDamaged, BadInput, StoreError
+from ..errors import BackupDamaged, BadInput, StepFailed, StoreError
 from .base import Action, ActionResult, Args, StepContext
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class RestoreArgs(Args):
     database: bool = True
     #: import the dump into this database instead of the site's own
     db: str | None = None
+    #: the restore may overwrite the live docroot or database (what `maintainer restore` asks for)
+    overwrite_live: bool = False
 
     @field_validator("to", "db", mode="before")
     @classmethod
@@ -50,6 +52,20 @@ class RestoreAction(Action):
 
     def check_site(self, site: Site, args: RestoreArgs) -> None:
         check_site_backup(site)
+        spec = site_backup(site)
+        live = []
+        if args.files and spec.docroot and (args.to is None or _same_path(args.to, spec.docroot)):
+            live.append("files")
+        if args.database and spec.db and args.db in (None, spec.db.name):
+            live.append("database")
+        if live and not args.overwrite_live:
+            raise BadInput(
+                f"site '{site.name}': this restore would overwrite the live {' and '.join(live)}, and "
+                "nothing said so.",
+                key="overwrite_live",
+                fix="add -p overwrite_live=true (or use 'maintainer restore SITE', which asks), or restore "
+                "elsewhere with -p to=DIR / -p db=NAME.",
+            )
         # a backup id or paths that match nothing are input mistakes: exit 2 before anything runs
         # (a store that cannot be read now is left to the run, which records the failure)
         try:
@@ -64,21 +80,22 @@ class RestoreAction(Action):
             raise BadInput(
                 f"site '{site.name}': no path in backup {manifest.id} matches {', '.join(args.paths)}.",
                 key="paths",
-                fix="paths are relative to the docroot; '*' stays in one directory, '**' crosses them.",
+                fix="paths are relative to the docroot; '*' stays in one directory, '**' crosses them; "
+                "write a literal '[' as '[[]'.",
             )
 
     def dry_run(self, ctx: StepContext, args: RestoreArgs) -> dict[str, Any]:
         spec = site_backup(ctx.site)
         manifest = find_backup(spec.store(), args.backup)
         entries = select_entries(manifest, args.paths) if args.files else []
-        dest = posixpath.normpath(args.to or spec.docroot or manifest.docroot)
-        in_place = args.files and not args.paths and dest == posixpath.normpath(spec.docroot or "")
+        dest = posixpath.normpath("/" + (args.to or spec.docroot or manifest.docroot).lstrip("/"))
+        in_place = args.files and not args.paths and _same_path(dest, spec.docroot or "")
         removed: list[str] = []
         if in_place:
             conflicts, extras = files_not_in_backup(
                 ctx.transport, spec, manifest, dest, entries, Deadline(ctx.cancel, ctx.timeout)
             )
-            removed = conflicts + extras
+            removed = conflicts + [path for path, _ in extras]
         parts = []
         if args.files:
             gone = f" and remove {len(removed)} not in it ({', '.join(removed[:5])})" if removed else ""
@@ -97,6 +114,15 @@ class RestoreAction(Action):
 
     def run(self, ctx: StepContext, args: RestoreArgs) -> ActionResult:
         spec = site_backup(ctx.site)
+        if args.files and args.to and spec.docroot and not args.overwrite_live:
+            # '//srv/site' or a symlink to the docroot is the docroot all the same
+            same = ctx.sh(["realpath", "-m", "--", args.to, spec.docroot])
+            real_to, real_docroot = [*same.stdout.splitlines(), "", ""][:2]
+            if real_to == real_docroot:
+                raise StepFailed(
+                    f"--to {args.to} is the live docroot ({real_docroot}); confirm with --yes "
+                    "(-p overwrite_live=true)"
+                )
         store = spec.store()
         manifest = find_backup(store, args.backup)
         result = restore_backup(
@@ -114,3 +140,7 @@ class RestoreAction(Action):
         )
         record = result.record()
         return ActionResult(outputs=record, changes=[{"what": "restore", **record}], changed=True)
+
+
+def _same_path(a: str, b: str) -> bool:
+    return posixpath.normpath("/" + a.lstrip("/")) == posixpath.normpath("/" + b.lstrip("/"))

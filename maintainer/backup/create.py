@@ -38,9 +38,11 @@ from .manifest import (
     Manifest,
     PackInfo,
     backup_ids,
+    damaged_marker,
     load_manifest,
     lock_key,
     manifest_key,
+    marked_key,
     new_backup_id,
     pack_key,
 )
@@ -77,7 +79,8 @@ class BackupResult:
         dbs = f", database {', '.join(d['name'] for d in self.databases)}" if self.databases else ""
         new = f"{self.new_files} new, {human_bytes(self.new_bytes)}"
         sent = human_bytes(self.bytes_uploaded)
-        return f"backup {self.id}: {self.files} files ({new}){dbs}, {sent} uploaded"
+        warned = f"; {len(self.warnings)} warning(s): {self.warnings[0][:120]}" if self.warnings else ""
+        return f"backup {self.id}: {self.files} files ({new}){dbs}, {sent} uploaded{warned}"
 
     def record(self) -> dict[str, Any]:
         return {
@@ -348,7 +351,9 @@ class _Job:
         then = {t: (v["rows"], v["checksum"]) for t, v in previous.tables.items()}
         if then != {t: (v["rows"], v["checksum"]) for t, v in now.items()}:
             return None
-        if self.store.head(previous.key) is None:
+        stored = self.store.head(previous.key)
+        if stored is None or stored.size != previous.size or self.store.head(damaged_marker(previous.key)):
+            self.warn(f"the previous dump {previous.key} is missing or damaged: the database is dumped again")
             return None
         self.log(f"database {name} unchanged since {previous.dumped}: its dump is kept, not made again")
         return previous
@@ -407,11 +412,11 @@ class _Job:
     def _usable_packs(self, parent: Manifest) -> set[str]:
         """The parent's packs that are in the store with their size and not found damaged by verify."""
         sizes = {info.key: info.size for info in self.store.list("packs/")}
-        damaged = {info.key.removeprefix(DAMAGED) for info in self.store.list(DAMAGED)}
+        damaged = {marked_key(info.key) for info in self.store.list(DAMAGED)}
         usable = {
             pid
             for pid, pack in parent.packs.items()
-            if sizes.get(pack.key) == pack.size and pid not in damaged
+            if sizes.get(pack.key) == pack.size and pack.key not in damaged
         }
         lost = [pack.key for pid, pack in parent.packs.items() if pid not in usable]
         if lost:
@@ -436,8 +441,11 @@ class _Job:
     @contextmanager
     def _path_list(self, paths: list[str]) -> Iterator[str]:
         """The paths, NUL-separated, in a private temp file on the site (for tar -T / xargs)."""
+        # lists left by killed runs (they name the site's files) go first, as the credentials dirs do
         made = self.transport.run(
-            "umask 077 && mktemp -t maintainer-backup.XXXXXXXX", cancel=self.deadline.cancel
+            'find "${TMPDIR:-/tmp}" -maxdepth 1 -type f -name "maintainer-backup.????????" -user "$(id -u)" '
+            "-mmin +360 -delete 2>/dev/null; umask 077 && mktemp -t maintainer-backup.XXXXXXXX",
+            cancel=self.deadline.cancel,
         )
         if made.rc != 0:
             raise StepFailed(f"cannot create a temp file on {self.transport.label}: {made.stderr.strip()}")

@@ -33,8 +33,17 @@ VERSION = 1
 MANIFESTS = "manifests/"
 MANIFEST_SUFFIX = ".json.zst"
 LOCKS = "locks/"
-#: ``damaged/<pack-id>``: verify --read-data found the pack corrupt; the next backup sends its files again
+#: ``damaged/<key with '/' as '~'>``: verify found the object (a pack, a dump) damaged; the next
+#: backup sends that pack's files again and makes a fresh dump
 DAMAGED = "damaged/"
+
+
+def damaged_marker(key: str) -> str:
+    return DAMAGED + key.replace("/", "~")
+
+
+def marked_key(marker: str) -> str:
+    return marker.removeprefix(DAMAGED).replace("~", "/")
 #: file names are bytes: undecodable ones are written back as the same bytes, not mangled
 ERRORS = "surrogateescape"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import BackupDamaged, MaintainerError, StoreError
 from ..units import human_bytes
-from .manifest import DAMAGED, LOCKS, backup_ids, load_manifest, manifest_key, pack_key, time_of
+from .manifest import DAMAGED, LOCKS, backup_ids, load_manifest, manifest_key, marked_key, time_of
 from .retention import RetentionPolicy, Snapshot, describe, select
 from .store import Store
 from .streams import Deadline
@@ -49,7 +49,11 @@ class PruneReport:
 
     def record(self) -> dict[str, Any]:
         held = f"; {self.objects_held} unreferenced object(s) held (too new)" if self.objects_held else ""
-        bad = f"; {len(self.unreadable)} unreadable backup(s)" if self.unreadable else ""
+        bad = (
+            f"; {len(self.unreadable)} unreadable backup(s), so no content was removed"
+            if self.unreadable
+            else ""
+        )
         return {
             "summary": f"removed {len(self.removed)} backup(s) and {self.objects_removed} object(s) "
             f"({human_bytes(self.bytes_freed)}), kept {len(self.kept)} ({self.policy}){held}{bad}",
@@ -98,13 +102,14 @@ def prune_backups(
         try:
             manifest = load_manifest(store, backup_id)
         except BackupDamaged as exc:
-            # it cannot be restored, so it needs nothing; it stays until the policy expires it
+            # damaged, or written by a newer maintainer: what it references is unknown, so no
+            # content is removed while it is kept
             report.unreadable.append(f"{backup_id}: {exc}")
             continue
         referenced.update(p.key for p in manifest.packs.values())
         referenced.update(d.key for d in manifest.databases)
     doomed = []
-    for prefix in ("packs/", "db/"):
+    for prefix in ("packs/", "db/") if not report.unreadable else ():
         for info in store.list(prefix):
             if info.key in referenced:
                 continue
@@ -115,7 +120,7 @@ def prune_backups(
             report.bytes_freed += info.size
     report.objects_removed = len(doomed)
     # damaged-pack markers of packs that are gone
-    markers = [i.key for i in store.list(DAMAGED) if pack_key(i.key.removeprefix(DAMAGED)) not in referenced]
+    markers = [i.key for i in store.list(DAMAGED) if marked_key(i.key) not in referenced]
     deadline.check()
     if not dry_run:
         store.delete(doomed + report.stale_locks + markers)

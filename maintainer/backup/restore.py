@@ -112,11 +112,16 @@ def restore_target(
     else:
         files, database = True, not paths
     live = []
-    if files and spec.docroot and (to is None or posixpath.normpath(to) == posixpath.normpath(spec.docroot)):
+    if files and spec.docroot and (to is None or _norm(to) == _norm(spec.docroot)):
         live.append("files")
     if database and spec.db and (db is None or db == spec.db.name):
         live.append("database")
     return RestoreTarget(files, database, live)
+
+
+def _norm(path: str) -> str:
+    # POSIX keeps a leading '//' apart; for a directory on a Linux host it is '/'
+    return posixpath.normpath("/" + path.lstrip("/"))
 
 
 def select_entries(manifest: Manifest, globs: list[str]) -> list[Entry]:
@@ -204,8 +209,11 @@ def _restore(
 ) -> RestoreResult:
     clock = time.monotonic()
     files = files and bool(manifest.docroot)
-    if database and not manifest.databases and not files:
-        raise StepFailed(f"backup {manifest.id} has no database dump (it was taken with database=false)")
+    if database and not manifest.databases and (not files or db_name):
+        raise StepFailed(
+            f"backup {manifest.id} has no database dump (the site had no 'db' settings then, or the backup "
+            "was taken with -p database=false)"
+        )
     if not files and not (database and manifest.databases):
         raise StepFailed(f"nothing to restore: backup {manifest.id} has no files and no database selected")
     if database and manifest.databases and spec.db is None:
@@ -214,12 +222,12 @@ def _restore(
         )
     jobs: list[Callable[[], None]] = []
     if files:
-        dest = posixpath.normpath(to or spec.docroot or manifest.docroot)
+        dest = _norm(to or spec.docroot or manifest.docroot)
         entries = select_entries(manifest, paths or [])
         if paths and not entries:
             raise StepFailed(f"no path in backup {manifest.id} matches {', '.join(paths)}")
         # only a full restore over the live docroot removes what the backup did not have
-        exact = not paths and dest == posixpath.normpath(spec.docroot or manifest.docroot)
+        exact = not paths and dest == _norm(spec.docroot or manifest.docroot)
         log(f"restoring {sum(1 for e in entries if e.type == 'file')} files to {dest}")
         jobs.append(
             lambda: _restore_files(transport, spec, store, manifest, entries, dest, exact, deadline, result)
@@ -287,11 +295,9 @@ def _restore_files(
     made = transport.run(["mkdir", "-p", "--", dest], cancel=deadline.cancel)
     if made.rc != 0:
         raise StepFailed(f"cannot create {dest} on {transport.label}: {made.stderr.strip()}")
-    extras: list[str] = []
-    if exact:
-        conflicts, extras = files_not_in_backup(transport, spec, manifest, dest, entries, deadline)
-        _run_ops(transport, dest, [("rm", p, "") for p in conflicts], deadline)  # a dir where a file goes
-        result.removed += len(conflicts)
+    conflicts, extras = files_not_in_backup(transport, spec, manifest, dest, entries, deadline, whole=exact)
+    _run_ops(transport, dest, [("rm", p, "") for p in conflicts], deadline)  # e.g. a symlink where a dir goes
+    result.removed += len(conflicts)
     result.files_to = dest
     stream = _TarBuilder(store, manifest, entries, deadline, result)
     command = shlex.join(["tar", "-C", dest, "--numeric-owner", "-xf", "-"])
@@ -306,10 +312,19 @@ def _restore_files(
             + " | ".join(outcome.stderr.strip().splitlines()[-5:]),
             outputs={"rc": outcome.rc, "stderr": outcome.stderr[-2000:]},
         )
-    # big files were written under a temporary name: checked ones take their place, others go
-    _run_ops(transport, dest, stream.finishing, deadline)
+    # big files were written under a temporary name: checked ones take their place, others go;
+    # that touched their directories, whose mtimes are then set again
+    if stream.finishing:
+        dirs = {e.path: e for e in manifest.entries if e.type == "dir"}
+        touched = {op[2].rpartition("/")[0] for op in stream.finishing if op[0] in ("mv", "cp")}
+        touched |= {op[1].rpartition("/")[0] for op in stream.finishing if op[0] == "rm"}
+        again = [("meta", d, "", dirs[d]) for d in sorted(touched, key=lambda p: -p.count("/")) if d in dirs]
+        _run_ops(transport, dest, stream.finishing + again, deadline)
     if extras:
-        _run_ops(transport, dest, [("rm", p, "") for p in extras], deadline)
+        # one by one, deepest first: a directory goes only once empty, so what it holds that the
+        # backup never saw (excluded, unreadable) keeps it
+        extras.sort(key=lambda item: item[0].count("/"), reverse=True)
+        _run_ops(transport, dest, [("rmdir" if t == "dir" else "rm", p, "") for p, t in extras], deadline)
         result.removed += len(extras)
 
 
@@ -336,7 +351,7 @@ class _TarBuilder:
         self.entries = entries
         self.deadline = deadline
         self.result = result
-        self.finishing: list[tuple[str, str, str]] = []
+        self.finishing: list[Any] = []
 
     def chunks(self) -> Iterator[bytes]:
         out = _Batcher()
@@ -395,7 +410,7 @@ class _TarBuilder:
                 self.finishing.append(("mv", temp, first.path))
                 self._count(first)
                 for entry in group[1:]:
-                    self.finishing.append(("cp", first.path, entry.path))
+                    self.finishing.append(("cp", first.path, entry.path, entry))
                     self._count(entry)
             else:
                 self.finishing.append(("rm", temp, ""))
@@ -447,6 +462,7 @@ def read_members(
         if group is not None:
             left.discard(member.offset)
             state["sha"] = hashlib.sha256()
+            state["member"], state["emitted"] = member, 0
             big = member.size > VERIFY_IN_MEMORY
             state["data"] = MemberData(None if big else [])
             if big and emit_big:
@@ -460,6 +476,7 @@ def read_members(
                 body.append(bytes(piece))
             elif emit_big:
                 ready.append(bytes(piece))
+                state["emitted"] += len(piece)
 
     def end(member: tarstream.Member) -> None:
         group = state.pop("group", None)
@@ -471,24 +488,40 @@ def read_members(
             ready.append((member, found))
 
     reader = tarstream.TarReader(start, data, end)
+    problem = None
     try:
         with store.open_read(pack.key) as raw, _zstd(_HashingReader(raw, stored), pack.key) as source:
             buffer = bytearray(CHUNK)
             # a member being copied keeps the loop going after the last one was found
             while left or state.get("group") is not None or stored is not None:
                 deadline.check()
-                try:
-                    got = source.readinto(buffer)  # type: ignore[attr-defined]
-                except zstandard.ZstdError as exc:
-                    raise BackupDamaged(f"pack {pack.key} is corrupt (zstd: {exc})") from None
+                got = source.readinto(buffer)  # type: ignore[attr-defined]
                 if not got:
                     break
                 reader.feed(memoryview(buffer)[:got])
                 yield from _drain(ready)
+    except zstandard.ZstdError as exc:
+        problem = f"pack {pack.key} is corrupt (zstd: {exc})"
     except tarstream.TarFormatError as exc:
-        raise BackupDamaged(f"pack {pack.key} is corrupt ({exc})") from None
+        problem = f"pack {pack.key} is corrupt ({exc})"
     except ObjectMissing:
-        raise BackupDamaged(f"pack {pack.key} is missing from the store") from None
+        problem = f"pack {pack.key} is missing from the store"
+    yield from _drain(ready)
+    if state.get("group") is not None:  # the pack stopped inside a member
+        problem = problem or f"pack {pack.key} is truncated"
+        member, found = state["member"], state["data"]
+        if found.body is None and emit_big:
+            # that member's header is out: fill it up so tar's stream stays whole, and let it go
+            missing = member.size - state["emitted"]
+            while missing > 0:
+                step = min(missing, CHUNK)
+                yield b"\0" * step
+                missing -= step
+            yield tarstream.padding(member.size)
+        found.ok = False
+        yield (member, found)
+    if problem:
+        raise BackupDamaged(problem)
     if left:
         raise BackupDamaged(f"pack {pack.key} ends before {len(left)} of its files")
 
@@ -550,58 +583,88 @@ def files_not_in_backup(
     spec: SiteBackup,
     manifest: Manifest,
     dest: str,
-    entries: list[Entry],
+    selected: list[Entry],
     deadline: Deadline,
-) -> tuple[list[str], list[str]]:
-    """What is in ``dest`` but not in the backup: (there with another type, not there at all).
+    *,
+    whole: bool = True,
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """What is in ``dest`` and in the way: (conflicts, extras).
 
-    Excluded paths (the backup's excludes and today's) and what the backup could not read
-    are never listed: the backup knows nothing about them.
+    Conflicts are paths the restore writes (or their parent directories) that exist with
+    another type, e.g. a symlink where the backup has a directory: tar would follow it. With
+    ``whole`` (a full restore in place), extras are the (path, type) of what the backup did not
+    have, to be removed one by one. Excluded paths (the backup's excludes and today's) and what
+    the backup could not read are never listed: the backup knows nothing about them.
     """
     from .create import list_docroot  # the same listing the backup used
 
     settings = spec.settings.model_copy(
         update={"exclude": sorted({*manifest.exclude, *spec.settings.exclude})}
     )
-    kinds = {e.path: e.type for e in entries}
+    kinds = {e.path: e.type for e in manifest.entries}
+    written = {e.path for e in selected}
+    for path in list(written):
+        parts = path.split("/")
+        written.update("/".join(parts[:i]) for i in range(1, len(parts)))
     protected = set(manifest.unreadable)
     conflicts: list[str] = []
-    extras: list[str] = []
-    gone: set[str] = set()  # removed directories: what is under them goes with them
+    extras: list[tuple[str, str]] = []
+    gone: set[str] = set()  # removed in a whole: what is under them goes with them
     for current in list_docroot(transport, dest, settings, deadline).entries:
         parts = current.path.split("/")
         ancestors = ["/".join(parts[:i]) for i in range(1, len(parts))]
-        if current.path in protected or any(a in protected for a in ancestors):
+        if (
+            current.path in protected
+            or any(a in protected for a in ancestors)
+            or any(a in gone for a in ancestors)
+        ):
             continue
-        if any(a in gone for a in ancestors) or kinds.get(current.path) == current.type:
-            continue
-        if any(p.startswith(current.path + "/") for p in protected):
-            continue  # a directory holding something unreadable stays
-        (conflicts if current.path in kinds else extras).append(current.path)
-        gone.add(current.path)
+        kind = kinds.get(current.path)
+        if kind is not None and kind != current.type and current.path in written:
+            conflicts.append(current.path)
+            gone.add(current.path)
+        elif whole and kind is None and not any(p.startswith(current.path + "/") for p in protected):
+            extras.append((current.path, current.type))
     return conflicts, extras
 
 
 _OPS_SCRIPT = """set -u
-while IFS= read -r -d '' op && IFS= read -r -d '' a && IFS= read -r -d '' b; do
+root=0; [ "$(id -u)" = 0 ] && root=1
+meta() {  # path mode mtime owner: a path gets its own metadata from the manifest
+  chmod -- "$2" "$1" && touch -h -m -d "@$3" -- "$1" || return 1
+  if [ "$root" = 1 ] && [ -n "$4" ]; then chown -h -- "$4" "$1"; fi
+}
+while IFS= read -r -d '' op && IFS= read -r -d '' a && IFS= read -r -d '' b \\
+    && IFS= read -r -d '' mode && IFS= read -r -d '' mtime && IFS= read -r -d '' owner; do
   case "$op" in
-    mv) mv -f -- "$a" "$b" ;;
-    cp) cp -p -- "$a" "$b" ;;
     rm) rm -rf -- "$a" ;;
+    rmdir) rmdir -- "$a" 2>/dev/null || true ;;
+    mv) mv -f -- "$a" "$b" ;;
+    cp) cp -- "$a" "$b" && meta "$b" "$mode" "$mtime" "$owner" ;;
+    meta) meta "$a" "$mode" "$mtime" "$owner" ;;
   esac || failed=1
 done
 exit ${failed:-0}
 """
 
 
-def _run_ops(transport: Transport, dest: str, ops: list[tuple[str, str, str]], deadline: Deadline) -> None:
-    """File operations in ``dest`` on the site (rm, mv, cp), as one command whatever their number."""
+def _run_ops(transport: Transport, dest: str, ops: list[Any], deadline: Deadline) -> None:
+    """File operations in ``dest`` on the site (rm, rmdir, mv, cp, meta), one command for them all.
+
+    Each op is ``(op, a, b)`` or ``(op, a, b, entry)``: ``cp`` and ``meta`` give the path the
+    entry's mode, mtime and owner.
+    """
     if not ops:
         return
     deadline.check()
     with transport.stream_in(f"cd -- {shlex.quote(dest)} && {_OPS_SCRIPT}") as sink:
-        for op, a, b in ops:
-            sink.write(b"\0".join(x.encode("utf-8", tarstream.ERRORS) for x in (op, a, b)) + b"\0")
+        for op, a, b, *rest in ops:
+            entry: Entry | None = rest[0] if rest else None
+            mode = f"{entry.mode:o}" if entry else ""
+            mtime = entry.mtime if entry else ""
+            owner = f"{entry.uid}:{entry.gid}" if entry and entry.uid is not None else ""
+            fields = (op, a, b, mode, mtime, owner)
+            sink.write(b"\0".join(x.encode("utf-8", tarstream.ERRORS) for x in fields) + b"\0")
     outcome = sink.result
     assert outcome is not None
     if outcome.rc != 0:
@@ -651,20 +714,28 @@ def _restore_database(
             created = True
         try:
             _import_dump(transport, client, store, dump.key, target, deadline)
+        except StepFailed as exc:
+            if created:
+                with suppress(MaintainerError):
+                    client.drop_database(target)  # a half-made copy is worth nothing
+                raise
+            result.database = target
+            raise type(exc)(
+                f"{exc} The live database '{target}' is now only partly restored: fix the cause and "
+                "restore again (or restore an older backup).",
+                outputs=exc.outputs,
+            ) from exc
         except BaseException:
             if created:
                 with suppress(MaintainerError):
                     client.drop_database(target)  # a half-made copy is worth nothing
-            elif in_place:
+                raise
+            if in_place:
                 result.database = target
-                result.db_problems.append(
-                    f"the import failed part-way, so the live database '{target}' is now only partly "
-                    "restored; fix the cause and restore again"
-                )
             raise
         result.database = target
         now = client.table_stats(database=target)
-    result.tables = len(dump.tables)
+    result.tables = sum(1 for t in dump.tables.values() if t.get("stable") is not False)
     for table, expected in sorted(dump.tables.items()):
         got = now.get(table)
         if expected.get("stable") is False:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BackupDamaged, MaintainerError, ObjectMissing
-from .manifest import DAMAGED, Entry, Manifest, PackInfo, backup_ids, load_manifest
+from .manifest import Entry, Manifest, PackInfo, backup_ids, damaged_marker, load_manifest
 from .restore import read_members
 from .store import Store
 from .streams import Deadline, pump
@@ -153,9 +153,9 @@ def _read_everything(
                 group = wanted[pack.key][entry.offset]
                 if all(e.path != entry.path for e in group):
                     group.append(entry)
-    for key, (pack_id, pack) in packs.items():
+    for key, (_, pack) in packs.items():
         if key in bad_objects:
-            _mark_damaged(store, pack_id, bad_objects[key])
+            _mark_damaged(store, key, bad_objects[key])
             continue
         stored = hashlib.sha256()
         try:
@@ -172,7 +172,7 @@ def _read_everything(
             if stored.hexdigest() != pack.sha256 and not damaged_files[key]:
                 bad_objects[key] = "corrupt (its bytes do not match their SHA-256; its files read correctly)"
         if key in bad_objects or damaged_files[key]:
-            _mark_damaged(store, pack_id, bad_objects.get(key) or "files do not match their SHA-256")
+            _mark_damaged(store, key, bad_objects.get(key) or "files do not match their SHA-256")
     dumps = {d.key: d for m in manifests for d in m.databases}
     for key, dump in dumps.items():
         if key in bad_objects:
@@ -186,9 +186,10 @@ def _read_everything(
             continue
         if sha.hexdigest() != dump.sha256:
             bad_objects[key] = "corrupt (its bytes do not match their SHA-256)"
+            _mark_damaged(store, key, bad_objects[key])
     return read
 
 
-def _mark_damaged(store: Store, pack_id: str, why: str) -> None:
+def _mark_damaged(store: Store, key: str, why: str) -> None:
     with suppress(MaintainerError):
-        store.put_bytes(DAMAGED + pack_id, json.dumps({"pack": pack_id, "problem": why}).encode())
+        store.put_bytes(damaged_marker(key), json.dumps({"object": key, "problem": why}).encode())

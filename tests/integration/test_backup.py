@@ -596,7 +596,7 @@ def test_an_in_place_restore_never_writes_corrupt_bytes_over_a_live_file(tmp_pat
         for name in (b"index.php\0", b"big.bin\0"):
             at = raw.find(name)
             if at >= 0:
-                raw[at + 512 + 700] ^= 0xFF  # a byte of the content
+                raw[at + 512 + 5] ^= 0xFF  # a byte of the content (the name starts the header)
         pack.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
     (docroot / "index.php").write_text("<?php // live and healthy\n")
     proc, _doc = run_json(project, "restore", "shop", "--yes")
@@ -709,3 +709,119 @@ def test_an_unchanged_database_shares_the_previous_dump_and_any_change_dumps_aga
     assert cli(project, "restore", "shop", "--db", scratch).returncode == 0
     assert table_checksums(mariadb_db, scratch) == expected
     mariadb_db.server.sql(f"DROP DATABASE `{scratch}`")
+
+
+# ------------------------------------------------------------------ second review
+
+
+def test_running_the_restore_runbook_directly_never_overwrites_the_live_site_unasked(tmp_path):
+    docroot, _, vars_ = local_backup_site(tmp_path)
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    (docroot / "index.php").write_text("live\n")
+    proc = cli(project, "run", "restore")
+    assert proc.returncode == 2 and "overwrite_live=true" in proc.stderr
+    assert (docroot / "index.php").read_text() == "live\n"
+    assert cli(project, "run", "restore", "-p", "overwrite_live=true").returncode == 0
+    assert (docroot / "index.php").read_text() != "live\n"
+
+
+def test_other_spellings_of_the_live_docroot_are_the_live_docroot(tmp_path):
+    docroot, _, vars_ = local_backup_site(tmp_path)
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    (docroot / "index.php").write_text("live\n")
+    assert cli(project, "restore", "shop", "--to", "/" + str(docroot)).returncode == 2  # //path
+    link = tmp_path / "link-to-site"
+    link.symlink_to(docroot)
+    proc = cli(project, "restore", "shop", "--to", str(link))
+    assert proc.returncode == 1 and "is the live docroot" in proc.stderr
+    assert (docroot / "index.php").read_text() == "live\n"
+
+
+def test_a_restore_in_place_keeps_excluded_files_in_new_directories_and_never_follows_planted_symlinks(tmp_path):
+    docroot, _, vars_ = local_backup_site(tmp_path)
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    (docroot / "newdir").mkdir()
+    (docroot / "newdir" / "app.log").write_text("excluded by *.log\n")
+    (docroot / "newdir" / "stray.php").write_text("not in the backup\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    uploads = docroot / "wp-content" / "uploads"
+    __import__("shutil").rmtree(uploads)
+    uploads.symlink_to(outside)
+    proc = cli(project, "restore", "shop", "--path", "wp-content/uploads", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert list(outside.iterdir()) == [] and not uploads.is_symlink()
+    assert (uploads / "2026" / "photo.jpg").is_file()
+    assert cli(project, "restore", "shop", "--yes").returncode == 0
+    assert (docroot / "newdir" / "app.log").exists() and not (docroot / "newdir" / "stray.php").exists()
+
+
+def test_a_truncated_pack_names_its_files_and_the_rest_is_restored(tmp_path):
+    docroot, store, vars_ = local_backup_site(tmp_path, pack_size=1024 * 1024)
+    (docroot / "zz-big.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    holder = next(p for p in (store / "shop" / "packs").rglob("*.tar.zst") if b"zz-big.bin" in unzstd(p.read_bytes()))
+    raw = unzstd(holder.read_bytes())
+    holder.write_bytes(zstandard.ZstdCompressor().compress(raw[: raw.find(b"zz-big.bin") + 512 + 3 * 1024 * 1024]))
+    out = tmp_path / "out"
+    proc, doc = run_json(project, "restore", "shop", "--to", str(out))
+    assert proc.returncode == 1 and "zz-big.bin" in doc["sites"]["shop"]["error"]
+    assert not (out / "zz-big.bin").exists() and not list(out.glob(".*maintainer-partial"))
+    assert (out / "index.php").read_bytes() == (docroot / "index.php").read_bytes()
+    assert (out / "wp-content" / "uploads" / "2026").is_dir()
+
+
+def test_copies_of_a_big_file_keep_their_own_mode_and_mtime(tmp_path):
+    docroot, _, vars_ = local_backup_site(tmp_path)
+    data = os.urandom(5 * 1024 * 1024)
+    (docroot / "orig.bin").write_bytes(data)
+    (docroot / "sub").mkdir()
+    (docroot / "sub" / "copy.bin").write_bytes(data)
+    (docroot / "sub" / "copy.bin").chmod(0o600)
+    os.utime(docroot / "sub" / "copy.bin", (1_500_000_000.5, 1_500_000_000.5))
+    os.utime(docroot / "sub", (1_400_000_000, 1_400_000_000))
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    out = tmp_path / "out"
+    assert cli(project, "restore", "shop", "--to", str(out)).returncode == 0
+    for rel in ("orig.bin", "sub/copy.bin", "sub"):
+        a, b = (docroot / rel).stat(), (out / rel).stat()
+        assert (a.st_mode, a.st_mtime_ns) == (b.st_mode, b.st_mtime_ns), rel
+
+
+def test_a_damaged_dump_is_never_shared_by_the_next_backup(tmp_path, mariadb_db):
+    mariadb_db.seed(20)
+    _, store, vars_ = local_backup_site(tmp_path)
+    vars_["db"] = mariadb_db.settings()
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    dump = next((store / "shop" / "db").rglob("*.zst"))
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+    assert cli(project, "backups", "verify", "shop", "--read-data").returncode == 1
+    change = site_change(run_json(project, "run", "backup")[1], "shop", "backup")
+    assert change["databases"][0]["dump"] == "new"
+
+
+def test_prune_removes_no_content_while_a_kept_backup_is_unreadable(tmp_path):
+    docroot, store, vars_ = local_backup_site(tmp_path, retention={"keep_last": 5})
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    (docroot / "index.php").write_text("changed\n")
+    assert cli(project, "run", "backup", "-p", "prune=false").returncode == 0
+    manifests = sorted((store / "shop" / "manifests").iterdir())
+    manifests[-1].write_bytes(b"written by a newer maintainer, or damaged")
+    orphan = LocalStore(store / "shop")
+    orphan.put_bytes("packs/ab/abcdef.tar.zst", b"x")
+    old = time.time() - 3 * 3600
+    os.utime(orphan.path("packs/ab/abcdef.tar.zst"), (old, old))
+    packs_before = sorted((store / "shop" / "packs").rglob("*.tar.zst"))
+    proc, doc = run_json(project, "backups", "prune", "shop")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((store / "shop" / "packs").rglob("*.tar.zst")) == packs_before
+    assert "no content was removed" in site_change(doc, "shop", "backups_pruned")["summary"]

@@ -88,3 +88,25 @@ def test_the_documented_recipe_restores_an_older_backup_from_a_local_store(tmp_p
     proc = run_recipe({"SRC": str(store / "shop"), "DEST": str(dest), "ID": first})
     assert proc.returncode == 0, proc.stderr
     assert fingerprint(dest) == before
+
+
+def test_the_recipe_restores_copies_whose_bytes_are_stored_under_another_name(tmp_path):
+    docroot = tmp_path / "site"
+    docroot.mkdir()
+    first = os.urandom(200_000)
+    (docroot / "a.bin").write_bytes(first)
+    (docroot / "keep.bin").write_bytes(first)  # a copy: stored once, as a.bin
+    store = tmp_path / "store"
+    vars_ = local_site(tmp_path, docroot=str(docroot), backup={"target": f"file://{store}"})
+    project = project_with(tmp_path, {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    second = os.urandom(200_000)
+    (docroot / "a.bin").write_bytes(second)
+    (docroot / "c.bin").write_bytes(second)  # another copy, also stored as a.bin, in another pack
+    assert cli(project, "run", "backup").returncode == 0
+    dest = tmp_path / "restored"
+    (tmp_path / "work").mkdir()
+    proc = run_recipe({"SRC": str(store / "shop"), "DEST": str(dest), "WORK": str(tmp_path / "work")})
+    assert proc.returncode == 0, proc.stderr
+    assert (dest / "keep.bin").read_bytes() == first and (dest / "c.bin").read_bytes() == second
+    assert (dest / "a.bin").read_bytes() == second
