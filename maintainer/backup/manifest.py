@@ -15,6 +15,7 @@ packs. A backup exists only once its manifest is written.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
@@ -163,18 +164,27 @@ class Manifest:
             "unreadable": self.unreadable,
             "packs": {pid: asdict(info) for pid, info in sorted(self.packs.items())},
             "databases": [asdict(d) for d in self.databases],
-            "entries": [e.record() for e in self.entries],
         }
-        raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":"), indent=None).encode("utf-8", ERRORS)
-        return zstandard.ZstdCompressor(level=9, write_checksum=True).compress(raw)
+        # entries one by one into the compressor: no whole JSON text of a 100k-file site in memory
+        out = io.BytesIO()
+        compressor = zstandard.ZstdCompressor(level=9, write_checksum=True)
+        with compressor.stream_writer(out, closefd=False) as sink:
+            head = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+            sink.write(head[:-1].encode("utf-8", ERRORS) + b',"entries":[')
+            for index, entry in enumerate(self.entries):
+                text = json.dumps(entry.record(), ensure_ascii=False, separators=(",", ":"))
+                sink.write((b"," if index else b"") + text.encode("utf-8", ERRORS))
+            sink.write(b"]}")
+        return out.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes, key: str) -> Manifest:
         try:
-            doc = json.loads(
-                zstandard.ZstdDecompressor().decompress(data, max_output_size=2**31).decode("utf-8", ERRORS)
-            )
-        except (zstandard.ZstdError, ValueError) as exc:
+            text = zstandard.ZstdDecompressor().decompressobj().decompress(data).decode("utf-8", ERRORS)
+            # entries become Entry objects as they are parsed: no second list of dicts in memory
+            doc = json.loads(text, object_hook=_entry_or_dict)
+            del text
+        except (zstandard.ZstdError, ValueError, TypeError) as exc:
             raise BackupDamaged(f"manifest {key} is unreadable ({exc}): the backup cannot be used") from None
         if doc.get("format") != FORMAT:
             raise BackupDamaged(f"{key} is not a maintainer backup manifest")
@@ -198,11 +208,17 @@ class Manifest:
             unreadable=list(doc.get("unreadable", [])),
             packs={pid: PackInfo(**info) for pid, info in doc.get("packs", {}).items()},
             databases=[DumpInfo(**d) for d in doc.get("databases", [])],
-            entries=[Entry(**e) for e in doc.get("entries", [])],
+            entries=list(doc.get("entries", [])),
         )
 
 
 _ID = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
+
+
+def _entry_or_dict(obj: dict[str, Any]) -> Any:
+    if "path" in obj and "type" in obj and "mtime" in obj:
+        return Entry(**obj)
+    return obj
 
 
 def backup_ids(store: Store) -> list[str]:
