@@ -33,7 +33,9 @@ tables whose figures changed meanwhile (the site wrote to them during the backup
 A restore pipes the dump through ``client.restore_filter`` (MySQL/MariaDB:
 ``DefinerFilter``), which drops the ``DEFINER=`` clauses of views, triggers,
 routines and events, so the importing user, who may not have SET USER/SUPER,
-becomes their definer.
+becomes their definer. PostgreSQL: ``pg_restore --no-owner`` makes the importing user the
+owner; in place it drops each object of the dump before making it again, all in one
+transaction (``--clean --if-exists --single-transaction``).
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ _TOOLS: dict[str, dict[str, tuple[str, ...]]] = {
 #: options that would put the password on the command line or replace our option file
 _MYSQL_FORBIDDEN = re.compile(r"^(-p|--pass|--password|--defaults-file|--defaults-extra-file|--no-defaults)")
 _PG_FORBIDDEN = re.compile(r"^(-W|--password)$")
+#: the lines of a plain pg_dump that carry a random key (a new one each run)
+_PG_RESTRICT = re.compile(r"^\\(un)?restrict\b")
 
 
 class DatabaseSettings(BaseModel):
@@ -155,6 +159,10 @@ def unstable_tables(before: Mapping[str, TableStat], after: Mapping[str, TableSt
 class DatabaseClient(ABC):
     """Commands and queries for one database; made by ``db_client``, valid inside its block."""
 
+    #: an in-place restore (``restore_command`` of the site's own database) that fails keeps
+    #: nothing of what it did: the database is as it was before
+    atomic_restore = False
+
     def __init__(
         self,
         transport: Transport,
@@ -201,9 +209,10 @@ class DatabaseClient(ABC):
         """Exact row count and checksum of each base table (not views) of ``database``
         (default: the site's), to compare a restore with its source.
 
-        A table's row count and checksum always describe the same rows (MySQL/MariaDB: every
-        table of the call is read in one consistent snapshot, for InnoDB tables; PostgreSQL: one
-        query per table). Compare the stats taken before and after a dump with ``unstable_tables``.
+        A table's row count and checksum always describe the same rows, and every table of the
+        call is read in one consistent snapshot (MySQL/MariaDB: for InnoDB tables; PostgreSQL: a
+        REPEATABLE READ transaction). Compare the stats taken before and after a dump with
+        ``unstable_tables``.
         """
 
     def schema_digest(self) -> str | None:
@@ -696,6 +705,8 @@ class PostgresClient(DatabaseClient):
 
     #: the maintenance database that create/drop connect to (the target may not exist yet)
     MAINTENANCE_DB = "postgres"
+    #: pg_restore --single-transaction, in place
+    atomic_restore = True
 
     def _credentials(self) -> tuple[str, bytes]:
         # any host, port and database for this user: the socket, the site's DB and scratch copies
@@ -736,9 +747,49 @@ class PostgresClient(DatabaseClient):
         )
 
     def restore_command(self, target_db: str) -> str:
-        return self._command(
-            "restore", "--no-owner", "--exit-on-error", f"--dbname={self.conninfo(target_db)}"
+        options = ["--no-owner", "--exit-on-error"]
+        if target_db == self.settings.name:
+            # in place, over the objects the dump creates again: each is dropped first (a table
+            # dropped since the backup is simply made again), and all of it in one transaction,
+            # so a restore that fails (an object of today's schema depends on one of the dump's)
+            # leaves the live database as it was
+            options += ["--clean", "--if-exists", "--single-transaction"]
+        return self._command("restore", *options, f"--dbname={self.conninfo(target_db)}")
+
+    def schema_digest(self) -> str | None:
+        # what a dump holds beyond the tables' rows (which ``table_stats`` covers): the schema,
+        # the sequences' positions (their setval is data: a row added and deleted again moves
+        # one and leaves the table's figures as they were) and large objects (not covered: a
+        # database with any is dumped every time)
+        blobs = self.query("SELECT count(*) FROM pg_largeobject_metadata", "counting large objects")
+        if not blobs or blobs[0][0] != "0":
+            return None
+        schema = self._run(
+            self._command(
+                "dump",
+                "--schema-only",
+                f"--dbname={self.conninfo(self.settings.name)}",
+                *self.settings.dump_options,
+                # after the site's options, which may name others; UTF8: the transport reads text
+                # as UTF-8, and other bytes would all read as U+FFFD, hiding a change
+                "--format=plain",
+                "--compress=0",
+                "--encoding=UTF8",
+            ),
+            "schema dump",
         )
+        # pg_dump since the August 2025 releases (13.22, 14.19, 15.14, 16.10, 17.6) writes a new
+        # random key on the \restrict and \unrestrict lines of every plain dump: left out
+        kept = "".join(line for line in schema.splitlines(keepends=True) if not _PG_RESTRICT.match(line))
+        sequences = self._run(
+            self.query_command(
+                "SELECT encode(convert_to(format('%I.%I', schemaname, sequencename), 'UTF8'), 'hex'),"
+                " coalesce(last_value::text, '-') FROM pg_sequences ORDER BY 1",
+                self.settings.name,
+            ),
+            "sequence positions",
+        )
+        return hashlib.sha256(f"{kept}\0{sequences}".encode()).hexdigest()
 
     def query_command(self, sql: str, database: str) -> str:
         return self._command(
@@ -762,12 +813,21 @@ class PostgresClient(DatabaseClient):
         return rows[0][0] if rows else ""
 
     def create_database(self, name: str) -> None:
-        # template0: nothing the site's template1 holds collides with what the dump creates
-        self.query(
-            f"CREATE DATABASE {pg_ident(name)} TEMPLATE template0",
-            f"create database '{name}'",
+        # template0: nothing the site's template1 holds collides with what the dump creates;
+        # the encoding and locale of the site's database, not the server's defaults (SQL_ASCII
+        # on a cluster made under LANG=C), so its text fits and sorts alike
+        found = self.query(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database"
+            f" WHERE datname = {pg_literal(self.settings.name)}",
+            f"reading the encoding of database '{self.settings.name}'",
             database=self.MAINTENANCE_DB,
         )
+        create = f"CREATE DATABASE {pg_ident(name)} TEMPLATE template0"
+        if found and len(found[0]) == 3:
+            encoding, collate, ctype = found[0]
+            create += f" ENCODING {pg_literal(encoding)} LC_COLLATE {pg_literal(collate)}"
+            create += f" LC_CTYPE {pg_literal(ctype)}"
+        self.query(create, f"create database '{name}'", database=self.MAINTENANCE_DB)
 
     def drop_database(self, name: str) -> None:
         self._refuse_site_db(name)
@@ -785,15 +845,17 @@ class PostgresClient(DatabaseClient):
 
     #: count and an order-independent digest of each base table, in one statement:
     #: query_to_xml runs the per-table query that format() builds; the digest is the md5 of
-    #: the sorted md5s of the rows' text forms (32 bytes a row, not the whole table, in memory)
+    #: the sorted md5s of the rows' text forms (32 bytes a row, not the whole table, in memory).
+    #: ROW(r.*), not r: a column named r would stand for the row. Sorted bytewise (COLLATE "C").
     STATS_SQL = (
         "SELECT encode(convert_to(t.table_schema, 'UTF8'), 'hex'),"
         " encode(convert_to(t.table_name, 'UTF8'), 'hex'),"
         " (xpath('/row/c/text()', x))[1]::text, (xpath('/row/h/text()', x))[1]::text"
         " FROM information_schema.tables AS t,"
         " LATERAL query_to_xml(format('SELECT count(*) AS c,"
-        " md5(coalesce(string_agg(md5(r::text),  ORDER BY md5(r::text)), )) AS h"
-        " FROM %I.%I AS r', t.table_schema, t.table_name), false, true, '') AS x"
+        " md5(coalesce(string_agg(d, '''' ORDER BY d COLLATE \"C\"), '''')) AS h"
+        " FROM (SELECT md5(ROW(r.*)::text) AS d FROM %I.%I AS r) AS s', t.table_schema, t.table_name),"
+        " false, true, '') AS x"
         " WHERE t.table_type = 'BASE TABLE' AND t.table_schema NOT IN ('pg_catalog', 'information_schema')"
         " ORDER BY 1, 2"
     )
@@ -802,7 +864,10 @@ class PostgresClient(DatabaseClient):
         db = self.settings.name if database is None else database
         action = f"table checksums of '{db}'"
         stats: dict[str, TableStat] = {}
-        for row in self.query(self.STATS_SQL, action, database=db):
+        # one implicit transaction (one command string), REPEATABLE READ: every table's
+        # figures come from one snapshot, however busy the site is
+        sql = f"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY; {self.STATS_SQL}"
+        for row in self.query(sql, action, database=db):
             if len(row) != 4:
                 raise StepFailed(f"{self.describe()}: {action}: unexpected output line {row!r}")
             schema, table = (bytes.fromhex(field).decode("utf-8", "replace") for field in row[:2])

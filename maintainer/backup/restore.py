@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import zstandard
 
 from ..errors import BackupDamaged, BadInput, MaintainerError, ObjectMissing, StepFailed
-from ..transport import Transport
+from ..transport import StreamClosed, Transport
 from ..units import human_bytes
 from . import tarstream
 from .config import SiteBackup
@@ -719,6 +719,11 @@ def _restore_database(
                 with suppress(MaintainerError):
                     client.drop_database(target)  # a half-made copy is worth nothing
                 raise
+            if client.atomic_restore:  # PostgreSQL: one transaction, rolled back
+                raise type(exc)(
+                    f"{exc} Nothing of it was kept: the live database '{target}' is as it was.",
+                    outputs=exc.outputs,
+                ) from exc
             result.database = target
             raise type(exc)(
                 f"{exc} The live database '{target}' is now only partly restored: fix the cause and "
@@ -752,16 +757,20 @@ def _restore_database(
 def _import_dump(
     transport: Transport, client: Any, store: Store, key: str, target: str, deadline: Deadline
 ) -> None:
-    with (
-        store.open_read(key) as raw,
-        _zstd(raw, key) as source,
-        transport.stream_in(client.restore_command(target)) as sink,
-    ):
-        # definers other than the importing user would need SUPER: objects become the user's
-        writer = client.restore_filter(sink.write)
-        pump(source, writer.write if writer else sink.write, deadline)
-        if writer:
-            writer.close()
+    try:
+        with (
+            store.open_read(key) as raw,
+            _zstd(raw, key) as source,
+            transport.stream_in(client.restore_command(target)) as sink,
+        ):
+            # definers other than the importing user would need SUPER: objects become the user's
+            writer = client.restore_filter(sink.write)
+            pump(source, writer.write if writer else sink.write, deadline)
+            if writer:
+                writer.close()
+    except StreamClosed as exc:  # the client stopped at an error before it had read the whole dump
+        client.check(exc.result, f"importing the dump into database '{target}'")
+        raise
     client.check(sink.result, f"importing the dump into database '{target}'")
 
 

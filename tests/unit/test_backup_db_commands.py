@@ -1,8 +1,8 @@
 """maintainer.backup.database without a server: settings, command construction, parsing, cleanup.
 
-PostgreSQL cannot run on this machine, so its commands and output parsing are only
-checked here, against a fake transport (labelled ``postgres_no_server``); MySQL/MariaDB
-run for real in tests/integration/test_backup_database.py.
+PostgreSQL's commands and output parsing are checked here against a fake transport
+(labelled ``postgres_no_server``), and for real in tests/integration/test_backup_postgres.py;
+MySQL/MariaDB run for real in tests/integration/test_backup_database.py.
 """
 
 from __future__ import annotations
@@ -329,6 +329,9 @@ def test_postgres_no_server_odd_names_stay_values_in_the_connection_string() -> 
     restore = shlex.split(client.restore_command("scratch copy"))
     assert restore[1:5] == ["pg_restore", "--no-password", "--no-owner", "--exit-on-error"]
     assert restore[5] == "--dbname=host='localhost' user='app' dbname='scratch copy'"
+    # in place: the dump's objects dropped first, all in one transaction
+    in_place = shlex.split(client.restore_command("we'ird db=x"))
+    assert in_place[5:8] == ["--clean", "--if-exists", "--single-transaction"]
 
 
 def test_postgres_no_server_a_socket_file_gives_its_directory_and_port() -> None:
@@ -345,15 +348,21 @@ def test_postgres_no_server_create_and_drop_go_through_the_maintenance_db() -> N
 
     def respond(command: str) -> CommandResult:
         commands.append(command)
-        return ok()
+        return ok("LATIN1\tde_DE\tde_DE\n" if "pg_encoding_to_char" in command else "")
 
     client = client_for(postgres(), respond, PG_TOOLS)
     client.create_database('dri"ll')
     client.drop_database("drill")
-    create, drop = (shlex.split(command) for command in commands)
+    lookup, create, drop = (shlex.split(command) for command in commands)
+    assert lookup[-1].endswith("FROM pg_database WHERE datname = 'shop'")
     assert create[1] == "psql" and "--set=ON_ERROR_STOP=1" in create
-    assert "--dbname=host='localhost' user='app' dbname='postgres'" in create
-    assert create[-1] == '--command=CREATE DATABASE "dri""ll" TEMPLATE template0'
+    maintenance = "--dbname=host='localhost' user='app' dbname='postgres'"
+    assert maintenance in lookup and maintenance in create
+    # the site database's encoding and locale, not the server's defaults
+    assert create[-1] == (
+        '--command=CREATE DATABASE "dri""ll" TEMPLATE template0'
+        " ENCODING 'LATIN1' LC_COLLATE 'de_DE' LC_CTYPE 'de_DE'"
+    )
     assert drop[-1] == '--command=DROP DATABASE IF EXISTS "drill"'
 
 
@@ -444,6 +453,34 @@ def test_database_exists_matches_the_name_exactly_unless_the_server_folds_case()
     commands: list[str] = []
     client_for(mysql(), lambda c: commands.append(c) or ok()).database_exists("we'ird")  # type: ignore[func-returns-value]
     assert "information_schema.SCHEMATA" in commands[0] and b"we'ird".hex() in commands[0].lower()
+
+
+def test_postgres_no_server_schema_digest_leaves_out_restrict_keys_and_sees_sequences() -> None:
+    state = {"key": "k1", "sequence": "7", "blobs": "0"}
+    commands: list[str] = []
+
+    def respond(command: str) -> CommandResult:
+        commands.append(command)
+        if "pg_largeobject_metadata" in command:
+            return ok(state["blobs"] + "\n")
+        if "--schema-only" in command:  # what pg_dump 15.14 and later write: a new key every run
+            key = state["key"]
+            return ok(f"--\n\\restrict {key}\n\nCREATE TABLE public.t ();\n\n\\unrestrict {key}\n\n")
+        if "pg_sequences" in command:
+            return ok(f"{b'public.s'.hex()}\t{state['sequence']}\n")
+        raise AssertionError(command)
+
+    client = client_for(postgres(dump_options=["--format=directory", "-n", "public"]), respond, PG_TOOLS)
+    first = client.schema_digest()
+    state["key"] = "k2"
+    assert first is not None and client.schema_digest() == first
+    state["sequence"] = "8"
+    assert client.schema_digest() not in (None, first)
+    state["blobs"] = "1"
+    assert client.schema_digest() is None
+    dump = shlex.split(next(c for c in commands if "--schema-only" in c))
+    # the site's options, then plain text whatever they said
+    assert dump[-6:] == ["--format=directory", "-n", "public", "--format=plain", "--compress=0", "--encoding=UTF8"]
 
 
 def test_postgres_no_server_database_exists_asks_pg_database() -> None:
