@@ -384,6 +384,16 @@ def print_log(entries: list[dict[str, Any]], console: Console) -> None:
             site_text.append(status_text((info or {}).get("status", "?")))
         if len(sites) > 6:
             site_text.append(f", +{len(sites) - 6} more")
+        # what happened, in the changes' own words (a backup's id and size), or why a site failed
+        for name, info in list(sites.items())[:6]:
+            info = info or {}
+            said = [str(c["summary"]) for c in info.get("changes") or [] if c.get("summary")][:2]
+            if info.get("error") and info.get("status") != "ok":
+                said.append(str(info["error"])[:200])
+            for line in said:
+                site_text.append(f"\n  {name}: {line}", style="dim")
+        if entry.get("ignore_window"):
+            site_text.append("\n  --ignore-window", style="yellow")
         table.add_row(
             Text(str(entry.get("seq", ""))),
             Text(str(entry.get("started", ""))[:19]),
