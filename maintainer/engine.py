@@ -438,12 +438,12 @@ def _validate_args(
     return model.model_dump(by_alias=True, exclude_unset=True)
 
 
-def _check_site(step: Step, site: Site, args: dict[str, Any], inventory: Inventory) -> None:
+def _check_site(step: Step, site: Site, args: dict[str, Any], inventory: Inventory, project: Path) -> None:
     """The action's own check of the site's vars (e.g. backup settings): bad input names the inventory."""
     action = registry.get(step.uses)
     assert action is not None
     try:
-        action.check_site(site, action.Args.model_validate(args))
+        action.check_site(site, action.Args.model_validate(args), project)
     except BadInput as exc:
         if exc.file is None:
             exc.file = ", ".join(str(s) for s in inventory.sources)
@@ -534,7 +534,7 @@ def plan(
                             fix="define the variable in the inventory (host_vars/group_vars) or the params.",
                         ) from exc
                     args = _validate_args(loaded, section, index, step, rendered, inventory.redactor)
-                    _check_site(step, site, args, inventory)
+                    _check_site(step, site, args, inventory, project.root)
                 sections[section].append(PlannedStep(section, index, step, args))
         site_plans.append(
             SitePlan(site, sections["steps"], sections["rollback"], sections["finally"], window=window)
@@ -577,9 +577,25 @@ def preview(plan: Plan, project: Project, connections: Connections, options: Run
                 action = registry.get(planned.step.uses)
                 assert action is not None
                 ctx = _step_context(plan, project, site_plan.site, transport, planned.step, options, pending)
+                when = planned.step.when
+                # a step the real run would skip is not previewed (a condition on earlier outputs
+                # cannot be known yet: that step is previewed)
+                if when is not None and "steps." not in str(when) and not _holds(when, ctx.variables):
+                    planned.preview = {"summary": f"skipped: {when} is false"}
+                    continue
                 planned.preview = action.dry_run(ctx, action.Args.model_validate(planned.args))
         except (MaintainerError, OSError) as exc:
             site_plan.error = plan.redactor.text(str(exc))
+
+
+def _holds(when: str | bool, variables: dict[str, Any]) -> bool:
+    """A step's ``when`` at plan time; True when it cannot be known yet (the step is previewed)."""
+    if isinstance(when, bool):
+        return when
+    try:
+        return bool(templating.evaluate(when, variables))
+    except (TemplateError, MaintainerError):
+        return True
 
 
 def unplanned(plan: Plan) -> dict[str, str]:

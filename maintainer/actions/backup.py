@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..backup.config import check_site_backup, site_backup
@@ -24,7 +25,7 @@ class BackupAction(Action):
     Args = BackupArgs
     summary = "back up the docroot (incremental) and the database into backup.target; outputs backup_id"
 
-    def check_site(self, site: Site, args: BackupArgs) -> None:
+    def check_site(self, site: Site, args: BackupArgs, project_dir: Path) -> None:
         check_site_backup(site)
 
     def dry_run(self, ctx: StepContext, args: BackupArgs) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..backup.config import check_site_backup, site_backup
@@ -22,7 +23,7 @@ class BackupPruneAction(Action):
     Args = BackupPruneArgs
     summary = "remove expired backups (backup.retention) and content no backup references"
 
-    def check_site(self, site: Site, args: BackupPruneArgs) -> None:
+    def check_site(self, site: Site, args: BackupPruneArgs, project_dir: Path) -> None:
         check_site_backup(site)
 
     def dry_run(self, ctx: StepContext, args: BackupPruneArgs) -> dict[str, Any]:

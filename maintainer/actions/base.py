@@ -121,8 +121,11 @@ class Action:
     #: True when ``undo`` can reverse a completed step (the engine calls it on failure)
     undoable: ClassVar[bool] = False
 
-    def check_site(self, site: Site, args: Any) -> None:
-        """Raise BadInput for a site this step cannot run on (its vars, at plan time: nothing runs)."""
+    def check_site(self, site: Site, args: Any, project_dir: Path) -> None:
+        """Raise BadInput for a site this step cannot run on (its vars, at plan time: nothing runs).
+
+        ``project_dir`` is where relative files (templates, feeds) are looked up.
+        """
 
     def dry_run(self, ctx: StepContext, args: Any) -> dict[str, Any]:
         """What the step would do, without changing anything (shown by --dry-run)."""

@@ -17,6 +17,7 @@ reports. A dry run performs the same (read-only) check and shows it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from ..cms.base import CmsError, VerifyResult
@@ -56,7 +57,7 @@ class CmsVerifyAction(Action):
     Args = CmsVerifyArgs
     summary = "verify the site's CMS files (core, plugins) against published checksums; findings recorded"
 
-    def check_site(self, site: Site, args: CmsVerifyArgs) -> None:
+    def check_site(self, site: Site, args: CmsVerifyArgs, project_dir: Path) -> None:
         check_cms_site(site)
 
     def _check(self, ctx: StepContext) -> tuple[dict[str, Any], VerifyResult | None]:

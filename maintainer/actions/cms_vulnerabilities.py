@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from ..cms.base import CmsError
 from ..cms.vulnfeed import SEVERITIES, Feed, FeedError, Finding, load_feed, update_plan
-from ..errors import StepFailed
+from ..errors import BadInput, StepFailed
 from ..inventory import Site
 from .base import Action, ActionResult, Args, StepContext
 from .cms_common import MAX_RECORDED, check_cms_site, plural, site_adapter, step_failed
@@ -40,15 +40,24 @@ class CmsVulnerabilitiesArgs(Args):
     fail_on: Literal["never", "findings", "critical", "high", "medium", "low"] = "findings"
 
 
+def feed_value(site: Site, args: CmsVulnerabilitiesArgs) -> str:
+    """The feed as given: the step's ``feed``, else the site's var (empty: none)."""
+    return str(args.feed or site.vars.get(FEED_VAR) or "")
+
+
+def _resolve(value: str, project: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else project / path
+
+
 def feed_path(ctx: StepContext, args: CmsVulnerabilitiesArgs) -> Path:
-    value = args.feed or ctx.site.vars.get(FEED_VAR)
+    value = feed_value(ctx.site, args)
     if not value:
         raise StepFailed(
             f"no vulnerability feed for site '{ctx.site.name}': set the step's 'feed' or the inventory "
             f"var {FEED_VAR} (a JSON file, see docs/VULN-FEED.md)"
         )
-    path = Path(str(value)).expanduser()
-    return path if path.is_absolute() else ctx.project_dir / path
+    return _resolve(value, ctx.project_dir)
 
 
 def _summary(findings: list[Finding], components: int, feed: Feed) -> str:
@@ -87,8 +96,21 @@ class CmsVulnerabilitiesAction(Action):
     Args = CmsVulnerabilitiesArgs
     summary = "match the site's core, plugin and theme versions against a vulnerability feed file"
 
-    def check_site(self, site: Site, args: CmsVulnerabilitiesArgs) -> None:
+    def check_site(self, site: Site, args: CmsVulnerabilitiesArgs, project_dir: Path) -> None:
         check_cms_site(site)
+        value = feed_value(site, args)
+        if not value or site.cms == "static":
+            return  # no feed: the step is skipped (its when) or fails at its turn, saying so
+        # a missing or broken feed stops the run before anything ran (not after the OS was patched)
+        try:
+            load_feed(_resolve(value, project_dir))
+        except FeedError as exc:
+            raise BadInput(
+                f"site '{site.name}': {exc}",
+                key=FEED_VAR if not args.feed else None,
+                fix="pass an existing feed file in maintainer's or a supported export format "
+                "(docs/VULN-FEED.md), relative to the project",
+            ) from None
 
     def _check(self, ctx: StepContext, args: CmsVulnerabilitiesArgs) -> tuple[dict[str, Any], list[Finding]]:
         if ctx.site.cms == "static":
@@ -126,6 +148,13 @@ class CmsVulnerabilitiesAction(Action):
         return outputs, findings
 
     def dry_run(self, ctx: StepContext, args: CmsVulnerabilitiesArgs) -> dict[str, Any]:
+        if not feed_value(ctx.site, args) and ctx.site.cms != "static":
+            # the same words the real run's failure would use, as a preview rather than an error
+            return {
+                "summary": "skipped: no vulnerability feed (the step's 'feed' or the site's var "
+                f"{FEED_VAR})",
+                "skipped": True,
+            }
         try:
             outputs, _ = self._check(ctx, args)
         except StepFailed as exc:

@@ -47,10 +47,19 @@ _host_locks: dict[str, threading.Lock] = {}
 _host_locks_guard = threading.Lock()
 
 
+def host_key(label: str) -> str:
+    """The host a transport label names: 'user@host:port' -> 'host:port' ('local' stays 'local').
+
+    Sites on one host take turns whichever user they log in as: the packages and the reboot are
+    the host's, not the user's.
+    """
+    return label.rpartition("@")[2]
+
+
 @contextmanager
 def host_lock(ctx: StepContext, what: str) -> Iterator[None]:
     """Hold the site's host for package work or a reboot (sites sharing a host take turns)."""
-    key = ctx.transport.label
+    key = host_key(ctx.transport.label)
     with _host_locks_guard:
         lock = _host_locks.setdefault(key, threading.Lock())
     if not lock.acquire(blocking=False):

@@ -114,7 +114,7 @@ class PerfConfigsAction(Action):
         "render tuned nginx/PHP-FPM/OPcache/MariaDB configs from the host's facts, validate all, install"
     )
 
-    def check_site(self, site: Site, args: PerfConfigsArgs) -> None:
+    def check_site(self, site: Site, args: PerfConfigsArgs, project_dir: Path) -> None:
         unknown_components = sorted(set(args.components or []) - set(args.files))
         if unknown_components:
             raise BadInput(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
@@ -50,7 +51,7 @@ class RestoreAction(Action):
     Args = RestoreArgs
     summary = "restore a backup's files and/or database, in place or to another dir/database"
 
-    def check_site(self, site: Site, args: RestoreArgs) -> None:
+    def check_site(self, site: Site, args: RestoreArgs, project_dir: Path) -> None:
         check_site_backup(site)
         spec = site_backup(site)
         live = []

@@ -187,8 +187,8 @@ def test_the_security_patch_runbook_checks_the_wordpress_site_and_skips_the_stat
     """The CMS steps of the shipped runbook (its OS-package steps need an apt sandbox: see
     test_security_patch.py), through the CLI: dry run, real run, change log."""
     shipped = yaml.safe_load((REPO / "runbooks" / "security-patch" / "1.0.0.yml").read_text())
-    cms_steps = [s for s in shipped["steps"] if str(s["uses"]).startswith("cms.")]
-    assert [s["uses"] for s in cms_steps] == ["cms.verify", "cms.vulnerabilities"]
+    cms_steps = [s for s in shipped["steps"] if str(s["id"]).startswith("cms_")]
+    assert [s["uses"] for s in cms_steps] == ["cms.verify", "cms.vulnerabilities", "shell"]
     runbook = {
         "schema": 1, "name": "cms-checks", "version": "1.0.0", "description": "the CMS steps of security-patch",
         "params": {k: v for k, v in shipped["params"].items() if k.startswith(("cms", "vulnerability"))},
@@ -225,7 +225,7 @@ def test_the_security_patch_runbook_checks_the_wordpress_site_and_skips_the_stat
     blog, brochure = entry["sites"]["blog"], entry["sites"]["brochure"]
     assert blog["status"] == "ok" and brochure["status"] == "ok"
     assert {s["id"]: s["status"] for s in brochure["steps"]} == {
-        "cms_integrity": "skipped", "cms_vulnerabilities": "skipped",
+        "cms_integrity": "skipped", "cms_vulnerabilities": "skipped", "cms_findings": "skipped",
     }  # fmt: skip
     assert brochure["changes"] == []
     whats = [(c["step"], c["what"]) for c in blog["changes"]]
@@ -246,3 +246,49 @@ def test_the_security_patch_runbook_checks_the_wordpress_site_and_skips_the_stat
     assert failing.returncode == 1, failing.stderr
     document = json.loads(failing.stdout)
     assert document["sites"]["blog"]["status"] == "failed" and document["sites"]["brochure"]["status"] == "ok"
+
+    # an integrity finding too: both checks still run and record their findings, then the site fails
+    version_file = wp_site.docroot / CORE_VERSION_FILE
+    version_file.write_text(version_file.read_text() + "\n// injected\n")
+    both = cli(project, "run", "cms-checks", "-p", "cms_checks=fail", "-o", "json")
+    assert both.returncode == 1, both.stderr
+    blog = json.loads(both.stdout)["sites"]["blog"]
+    assert blog["status"] == "failed"
+    assert {s["id"]: s["status"] for s in blog["steps"]} == {
+        "cms_integrity": "ok", "cms_vulnerabilities": "ok", "cms_findings": "failed",
+    }  # fmt: skip
+    whats = [(c["step"], c["what"]) for c in blog["changes"]]
+    assert ("cms_integrity", "integrity_finding") in whats and ("cms_vulnerabilities", "vulnerability") in whats
+    assert "vulnerabilities: 1 finding" in both.stderr and "integrity: 1 file" in both.stderr
+
+
+def test_the_security_patch_runbook_refuses_a_missing_feed_and_previews_no_feed_as_skipped(
+    tmp_path: Path, wp_site: WpCliSite
+) -> None:
+    """A bad feed is bad input before anything runs (not after the OS was patched); without a feed the
+    dry run says the vulnerability step is skipped, as the real run does."""
+    shipped = yaml.safe_load((REPO / "runbooks" / "security-patch" / "1.0.0.yml").read_text())
+    marker = tmp_path / "ran"
+    runbook = {
+        "schema": 1, "name": "cms-checks", "version": "1.0.0", "description": "the CMS steps of security-patch",
+        "params": {k: v for k, v in shipped["params"].items() if k.startswith(("cms", "vulnerability"))},
+        "steps": [{"id": "first", "uses": "shell", "with": {"command": f"touch {marker}"}},
+                  *[s for s in shipped["steps"] if str(s["id"]).startswith("cms_")]],
+    }  # fmt: skip
+    (tmp_path / "feeds").mkdir()
+    (tmp_path / "feeds" / "broken.json").write_text("{not json")
+    project = make_project(
+        tmp_path, {"cms-checks@1.0.0": yaml.safe_dump(runbook)}, {"blog": local_site(tmp_path, **wp_site.site_vars())}
+    )
+    for feed in ("feeds/missing.json", "feeds/broken.json"):
+        for dry in ((), ("--dry-run",)):
+            refused = cli(project, "run", "cms-checks", *dry, "-p", f"vulnerability_feed={feed}")
+            assert refused.returncode == 2, (feed, dry, refused.stderr)
+            assert f"{tmp_path / feed}" in refused.stderr, refused.stderr
+            assert not marker.exists(), "nothing ran"
+
+    plan = cli(project, "run", "cms-checks", "--dry-run", "-o", "json")
+    assert plan.returncode == 0, plan.stderr
+    previews = {s["id"]: s.get("preview", {}) for s in json.loads(plan.stdout)["sites"]["blog"]["steps"]}
+    assert previews["cms_vulnerabilities"]["summary"].startswith("skipped: "), previews
+    assert "failed" not in json.dumps(previews["cms_vulnerabilities"])

@@ -104,6 +104,28 @@ def test_dry_run_lists_security_updates_and_the_run_leaves_the_reboot_pending_ou
     apt_sandbox.assert_host_untouched()
 
 
+def test_the_security_fix_is_installed_when_a_newer_ordinary_update_exists(
+    tmp_path: Path, apt_sandbox_newer_update: AptSandbox
+) -> None:
+    """mt-secfix 1.1 in bookworm-security, 1.2 in bookworm: the security scope takes 1.1 (Ubuntu's usual case)."""
+    sandbox = apt_sandbox_newer_update
+    site = local_site(tmp_path, maintenance_window=closed_window(), **sandbox.site_vars())
+    project = patch_project(tmp_path, site)
+
+    plan = cli(project, "run", "security-patch", "--dry-run", "-o", "json", timeout=180)
+    assert plan.returncode == 0, plan.stderr
+    steps = {s["id"]: s for s in json.loads(plan.stdout)["sites"]["web1"]["steps"]}
+    assert steps["packages"]["preview"]["packages"] == [
+        {"name": SECURITY_PACKAGE, "from": "1.0", "to": "1.1", "arch": "all",
+         "origin": "Debian-Security:12/bookworm-security"},
+    ]  # fmt: skip
+
+    run = cli(project, "run", "security-patch", "--ignore-window", "-o", "json", timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert sandbox.installed() == {SECURITY_PACKAGE: "1.1", OTHER_PACKAGE: "1.0"}
+    sandbox.assert_host_untouched()
+
+
 def test_inside_the_window_every_update_is_installed_the_host_rebooted_and_the_site_checked(
     tmp_path: Path, apt_sandbox: AptSandbox, rebootable_sshd: RebootableHost
 ) -> None:

@@ -56,6 +56,8 @@ REPOSITORIES = {
     "security": {"Origin": "Debian", "Label": "Debian-Security", "Suite": "bookworm-security"},
     "main": {"Origin": "Debian", "Label": "Debian", "Suite": "bookworm"},
 }
+#: Ubuntu's usual case, for ``apt_sandbox_newer_update``: an ordinary update newer than the security fix
+NEWER_UPDATE = (SECURITY_PACKAGE, "1.2", "main")
 HOST_DPKG_STATUS = Path("/var/lib/dpkg/status")
 HOST_DPKG_LOG = Path("/var/log/dpkg.log")
 
@@ -139,13 +141,28 @@ def _dummy_debs() -> Iterator[dict[tuple[str, str], Path]]:
         pytest.skip("apt and dpkg are needed for the patching tests")
     out = Path(tempfile.mkdtemp(prefix="maintainer-debs-"))
     try:
-        yield {(name, version): _build_deb(out, name, version) for name, version, _ in PACKAGES}
+        yield {(name, version): _build_deb(out, name, version) for name, version, _ in [*PACKAGES, NEWER_UPDATE]}
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
 @pytest.fixture
 def apt_sandbox(_dummy_debs: dict[tuple[str, str], Path]) -> Iterator[AptSandbox]:
+    with _sandbox(_dummy_debs, PACKAGES) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def apt_sandbox_newer_update(_dummy_debs: dict[tuple[str, str], Path]) -> Iterator[AptSandbox]:
+    """As ``apt_sandbox``, plus mt-secfix 1.2 in ``main``: newer than the security fix 1.1."""
+    with _sandbox(_dummy_debs, [*PACKAGES, NEWER_UPDATE]) as sandbox:
+        yield sandbox
+
+
+@contextlib.contextmanager
+def _sandbox(
+    _dummy_debs: dict[tuple[str, str], Path], packages: list[tuple[str, str, str | None]]
+) -> Iterator[AptSandbox]:
     if os.geteuid() != 0:
         pytest.skip("dpkg --root needs root (file ownership, chroot)")
     # not pytest's tmp_path (0700): apt fetches file: URIs as its unprivileged _apt user
@@ -154,7 +171,7 @@ def apt_sandbox(_dummy_debs: dict[tuple[str, str], Path]) -> Iterator[AptSandbox
     try:
         repositories = base / "repositories"
         for repo, fields in REPOSITORIES.items():
-            debs = [_dummy_debs[(n, v)] for n, v, where in PACKAGES if where == repo]
+            debs = [_dummy_debs[(n, v)] for n, v, where in packages if where == repo]
             _write_repository(repositories / repo, debs, fields)
         root = base / "root"
         for folder in (

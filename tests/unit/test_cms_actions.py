@@ -60,11 +60,11 @@ def test_a_static_site_is_skipped_and_records_nothing(tmp_path: Path) -> None:
 
 def test_plan_time_checks_name_an_unknown_cms_and_missing_vars() -> None:
     for action in (CmsVerifyAction(), CmsVulnerabilitiesAction()):
-        action.check_site(Site("s", {"cms": "static"}, []), action.Args())
+        action.check_site(Site("s", {"cms": "static"}, []), action.Args(), Path("."))
         with pytest.raises(BadInput, match="unknown cms 'wordprss'"):
-            action.check_site(Site("s", {"cms": "wordprss"}, []), action.Args())
+            action.check_site(Site("s", {"cms": "wordprss"}, []), action.Args(), Path("."))
         with pytest.raises(BadInput, match="needs the inventory var"):
-            action.check_site(Site("s", {"cms": "wordpress"}, []), action.Args())
+            action.check_site(Site("s", {"cms": "wordpress"}, []), action.Args(), Path("."))
 
 
 def test_a_cms_without_an_integrity_check_says_so_and_fails_only_when_asked(tmp_path: Path) -> None:

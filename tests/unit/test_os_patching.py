@@ -64,20 +64,86 @@ def test_apt_simulation_gives_name_from_to_and_origin() -> None:
     assert parse_apt_simulation("0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n") == []
 
 
-def test_the_playbooks_security_pattern_picks_security_origins_only() -> None:
-    """The regular expression playbooks/os-packages.yml chooses security upgrades with."""
-    import re
+APT_POLICY_FILES = """\
+Package files:
+ 100 /var/lib/dpkg/status
+     release a=now
+ 500 http://archive.ubuntu.com/ubuntu jammy-updates/main amd64 Packages
+     release v=22.04,o=Ubuntu,a=jammy-updates,n=jammy,l=Ubuntu,c=main,b=amd64
+     origin archive.ubuntu.com
+ 500 http://security.ubuntu.com/ubuntu jammy-security/main amd64 Packages
+     release v=22.04,o=Ubuntu,a=jammy-security,n=jammy,l=Ubuntu,c=main,b=amd64
+     origin security.ubuntu.com
+ 500 http://archive.ubuntu.com/ubuntu jammy/main amd64 Packages
+     release v=22.04,o=Ubuntu,a=jammy,n=jammy,l=Ubuntu,c=main,b=amd64
+     origin archive.ubuntu.com
+Pinned packages:
+"""
+APT_POLICY_PACKAGES = """\
+libc6:
+  Installed: 2.35-0ubuntu3.6
+  Candidate: 2.35-0ubuntu3.8
+  Version table:
+     2.35-0ubuntu3.8 500
+        500 http://archive.ubuntu.com/ubuntu jammy-updates/main amd64 Packages
+     2.35-0ubuntu3.7 500
+        500 http://security.ubuntu.com/ubuntu jammy-security/main amd64 Packages
+ *** 2.35-0ubuntu3.6 100
+        100 /var/lib/dpkg/status
+     2.35-0ubuntu3.1 500
+        500 http://security.ubuntu.com/ubuntu jammy-security/main amd64 Packages
+openssl:
+  Installed: 3.0.2-0ubuntu1.14
+  Candidate: 3.0.2-0ubuntu1.15
+  Version table:
+     3.0.2-0ubuntu1.15 500
+        500 http://archive.ubuntu.com/ubuntu jammy-updates/main amd64 Packages
+        500 http://security.ubuntu.com/ubuntu jammy-security/main amd64 Packages
+ *** 3.0.2-0ubuntu1.14 100
+        100 /var/lib/dpkg/status
+tzdata:
+  Installed: 2024a-0ubuntu0.22.04
+  Candidate: 2024b-0ubuntu0.22.04
+  Version table:
+     2024b-0ubuntu0.22.04 500
+        500 http://archive.ubuntu.com/ubuntu jammy-updates/main amd64 Packages
+ *** 2024a-0ubuntu0.22.04 100
+        100 /var/lib/dpkg/status
+     2024a-0ubuntu0.22.04.1 500
+        500 http://security.ubuntu.com/ubuntu jammy-security/main amd64 Packages
+"""
+
+
+def test_the_playbooks_security_choice_takes_the_newest_security_version_below_a_newer_update(
+    tmp_path: Path,
+) -> None:
+    """The script playbooks/os-packages.yml chooses security versions with, over a fake apt-cache.
+
+    libc6: -updates (3.8) is newer than -security (3.7): 3.7 is taken, as unattended-upgrades does;
+    openssl: the candidate itself is in -security; tzdata: only older-or-equal ones in -security.
+    """
+    import os
 
     import yaml
 
     play = yaml.safe_load((Path(__file__).parents[2] / "playbooks" / "os-packages.yml").read_text())[0]
-    pattern = re.compile(play["vars"]["apt_security_origin"])
-    chosen = [line.split()[1] for line in APT_SIMULATION.splitlines() if line.startswith("Inst ") and pattern.search(line)]
-    assert chosen == ["libssl3", "linux-image-6.1.0-28-amd64", "linux-image-amd64"]
-    ubuntu = "Inst libc6 [2.35-0ubuntu3.7] (2.35-0ubuntu3.8 Ubuntu:22.04/jammy-updates, Ubuntu:22.04/jammy-security [amd64])"
-    assert pattern.search(ubuntu)
-    assert not pattern.search("Inst nginx [1.22] (1.24 nginx:stable/bookworm [amd64])")
-    assert not pattern.search("Inst security-tool [1] (2 Debian:12.8/stable [amd64])")
+    apt = next(t for t in play["tasks"][3]["block"] if t.get("name") == "APT (Debian, Ubuntu)")
+    task = next(t for t in apt["block"] if "newest security version" in t["name"])
+    script = task["ansible.builtin.shell"]["cmd"]
+    (tmp_path / "files.txt").write_text(APT_POLICY_FILES)
+    (tmp_path / "packages.txt").write_text(APT_POLICY_PACKAGES)
+    fake = tmp_path / "apt-cache"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'if [ "$3" = "" ]; then cat {tmp_path / "files.txt"}; '
+        f'else echo "$@" > {tmp_path / "args.txt"}; cat {tmp_path / "packages.txt"}; fi\n'
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "MODE": "upgrade", "WORK": str(tmp_path),
+           "NAMES": "libc6 openssl tzdata"}  # fmt: skip
+    done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["libc6=2.35-0ubuntu3.7", "openssl=3.0.2-0ubuntu1.15"]
+    assert (tmp_path / "args.txt").read_text().split() == ["-q", "policy", "libc6", "openssl", "tzdata"]
 
 
 def test_installed_changes_record_upgrades_new_packages_and_removals() -> None:
@@ -243,3 +309,37 @@ def test_reboot_waits_for_a_new_boot_id_and_fails_clearly(tmp_path: Path, monkey
     never_back = {**stand_in, "maintainer_reboot_command": "true", "maintainer_reboot_timeout": 1}
     with pytest.raises(StepFailed, match=r"did not come back from its reboot within 1s \(maintainer_reboot_timeout\): it still has the boot id"):
         RebootAction()._reboot(action_context(tmp_path, site_vars=never_back))
+
+
+def test_sites_on_one_host_take_turns_whichever_user_they_log_in_as() -> None:
+    """The host lock is keyed on host:port, not user@host:port: two users on one host still serialize."""
+    import threading
+    from types import SimpleNamespace
+    from typing import Any
+
+    from maintainer.actions.os_packages import host_key, host_lock
+
+    assert host_key("alice@web1.example:22") == host_key("root@web1.example:22") == "web1.example:22"
+    assert host_key("alice@web1.example:2222") != host_key("alice@web1.example:22")
+    assert host_key("local") == "local"
+
+    logged: list[str] = []
+
+    def ctx(user: str) -> Any:
+        transport = SimpleNamespace(label=f"{user}@lock-test.invalid:22")
+        return SimpleNamespace(transport=transport, log=logged.append, cancel=threading.Event())
+
+    order: list[str] = []
+    with host_lock(ctx("alice"), "update packages"):
+        def bob() -> None:
+            with host_lock(ctx("bob"), "reboot"):
+                order.append("bob")
+
+        other = threading.Thread(target=bob)
+        other.start()
+        other.join(1.0)
+        assert other.is_alive(), "bob waits while alice holds the host"
+        order.append("alice")
+    other.join(5)
+    assert order == ["alice", "bob"]
+    assert logged == ["waiting: another site on lock-test.invalid:22 is updating packages or rebooting it"]

@@ -303,8 +303,8 @@ def test_perf_configs_checks_names_before_anything_runs(tmp_path: Path) -> None:
     action = PerfConfigsAction()
     site = Site("shop", {"perf_tuning": {"innodb_bufer_pool_mb": 512}}, [])
     with pytest.raises(BadInput, match=r"innodb_bufer_pool_mb \(did you mean innodb_buffer_pool_mb\?\)"):
-        action.check_site(site, _args(tmp_path))
+        action.check_site(site, _args(tmp_path), tmp_path)
     with pytest.raises(BadInput, match="components mariadb have no entry"):
-        action.check_site(Site("shop", {}, []), _args(tmp_path, components=["mariadb"]))
+        action.check_site(Site("shop", {}, []), _args(tmp_path, components=["mariadb"]), tmp_path)
     with pytest.raises(BadInput, match="overrides names no tunable value: workers"):
-        action.check_site(Site("shop", {}, []), _args(tmp_path, overrides={"workers": 3}))
+        action.check_site(Site("shop", {}, []), _args(tmp_path, overrides={"workers": 3}), tmp_path)
