@@ -157,8 +157,8 @@ def _complete(
         manifest = Manifest(
             id=backup_id,
             site=spec.site,
-            started=started.isoformat(timespec="seconds"),
-            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            started=started.isoformat(timespec="milliseconds"),
+            finished=datetime.now(UTC).isoformat(timespec="milliseconds"),
             host=transport.label,
             docroot=spec.docroot or "",
             parent=parent.id if parent else None,
