@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field
 
-from ..errors import StepFailed
+from ..errors import StepCancelled, StepFailed
 from ..perf import bench
 from .base import Action, ActionResult, Args, StepContext
 
@@ -63,7 +63,7 @@ class HttpBenchAction(Action):
         except ValueError as exc:
             raise StepFailed(str(exc)) from exc
         if ctx.cancel.is_set():
-            raise StepFailed("stopped: the run was interrupted during the measurement", outputs=figures)
+            raise StepCancelled("stopped: the run was interrupted during the measurement", outputs=figures)
         if figures["errors"] > args.max_errors or figures["ok"] == 0:
             raise StepFailed(
                 f"{figures['errors']} of {args.requests} requests to {args.url} failed "

@@ -62,10 +62,21 @@ class PerfCompareAction(Action):
             "metrics": metrics,
         }
         if worse:
+            worse_figures = bench.describe_changes({n: metrics[n] for n in worse})
+            verdict = {  # recorded (status failed) although the change is rolled back
+                "kind": "perf_verdict",
+                "verdict": "worse",
+                "worse": worse,
+                "threshold": args.threshold,
+                "before": {k: args.before.get(k) for k in bench.METRICS if k in args.before},
+                "after": {k: args.after.get(k) for k in bench.METRICS if k in args.after},
+                "metrics": metrics,
+                "summary": f"rolled back, worse beyond {args.threshold:g}%: {worse_figures} (all: {figures})",
+            }
             raise StepFailed(
-                f"slower after the change, beyond {args.threshold:g}%: "
-                f"{bench.describe_changes({n: metrics[n] for n in worse})} (all: {figures})",
+                f"slower after the change, beyond {args.threshold:g}%: {worse_figures} (all: {figures})",
                 outputs=outputs,
+                changes=[verdict],
             )
         ctx.log(f"kept: {figures} (threshold {args.threshold:g}%)")
         change = {

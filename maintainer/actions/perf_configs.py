@@ -30,7 +30,7 @@ from jinja2 import TemplateError, TemplateNotFound
 from pydantic import Field
 
 from .. import templating
-from ..errors import BadInput, StepFailed
+from ..errors import BadInput, StepCancelled, StepFailed
 from ..perf import tuning
 from ..perf.facts import Facts
 from .base import Action, ActionResult, Args, StepContext, tail
@@ -133,6 +133,12 @@ class PerfConfigsAction(Action):
                     f"{source} names no tunable value: {hints}.",
                     fix=f"tunable values: {', '.join(sorted(tuning.KNOBS))}.",
                 )
+            wrong = tuning.invalid(names)
+            if wrong:
+                raise BadInput(
+                    f"{source}: {'; '.join(wrong)}.",
+                    fix="give a value of the right type and range, or 'auto' to keep it computed.",
+                )
 
     # ------------------------------------------------------------ shared by dry run and run
 
@@ -144,10 +150,16 @@ class PerfConfigsAction(Action):
             worker_mb=args.worker_mb,
         )
         pins = tuning.pins_of(ctx.site.vars.get(SITE_PINS), args.overrides)
+        too_big = tuning.beyond_ram(pins, facts.mem_total_mb)
+        if too_big:
+            raise StepFailed(
+                f"pinned values do not fit this host, nothing was installed: {'; '.join(too_big)}"
+            )
         return tuning.compute(facts, policy, pins)
 
     def _selected(self, args: PerfConfigsArgs, facts: Facts) -> tuple[list[str], dict[str, str]]:
         """The components to render, and those skipped because their server is not installed."""
+        explicit = args.components is not None
         chosen = args.components if args.components is not None else list(args.files)
         selected, skipped = [], {}
         for component in chosen:
@@ -156,6 +168,13 @@ class PerfConfigsAction(Action):
                 skipped[component] = f"{label} is not installed on this host"
             else:
                 selected.append(component)
+        if explicit and skipped:  # asked for by name: not tuning it is no success
+            raise StepFailed(
+                "cannot tune the requested "
+                + "; ".join(f"{component}: {why}" for component, why in skipped.items())
+                + " (nothing was installed; leave it out of 'components')",
+                outputs={"skipped": skipped},
+            )
         return selected, skipped
 
     def _render(
@@ -205,8 +224,19 @@ class PerfConfigsAction(Action):
                 raise StepFailed(
                     f"{item.component}: cannot write {item.spec.dest}: {folder} is not a writable directory"
                 )
+        rejected = {}
+        for item in rendered:
+            if item.changed and item.spec.validate_cmd:
+                refused = self._check(ctx, item, dry_run=True)
+                if refused:
+                    rc, output = refused
+                    rejected[item.component] = f"{item.component} (rc {rc}): {tail(output)}"
+        summary = self._summary(knobs, rendered, "would change")
+        if rejected:
+            summary = "would be rejected by validation: " + "; ".join(rejected.values()) + f" ({summary})"
         return {
-            "summary": self._summary(knobs, rendered, "would change"),
+            "summary": summary,
+            "rejected": rejected,
             "changed_components": [r.component for r in rendered if r.changed],
             "skipped": skipped,
             "tuning": {name: knob.as_dict() for name, knob in knobs.items()},
@@ -287,24 +317,47 @@ class PerfConfigsAction(Action):
         return ActionResult(outputs=outputs, changes=changes, changed=bool(todo))
 
     def _validate(self, ctx: StepContext, item: _Rendered) -> None:
+        refused = self._check(ctx, item, dry_run=False)
+        if refused:
+            rc, output = refused
+            raise StepFailed(
+                f"{item.component}: validation of {item.spec.dest} failed (rc {rc}), nothing was "
+                f"installed: {tail(output)}",
+                outputs={"component": item.component, "rc": rc, "stderr": output},
+            )
+
+    def _check(self, ctx: StepContext, item: _Rendered, *, dry_run: bool) -> tuple[int, str] | None:
+        """Run ``validate`` on a temp copy of the rendered file: (rc, output) if refused, None if accepted.
+
+        The run writes the copy beside the destination (the validator may resolve includes relative
+        to it); a dry run touches nothing near the live configs: its copy goes into a private temp
+        directory (``mktemp -d``, mode 0700) that is removed afterwards.
+        """
         command = item.spec.validate_cmd or ""
         if "%s" not in command:
             raise StepFailed(f"{item.component}: 'validate' must contain %s (the rendered temp file)")
         dest = Path(item.spec.dest)
-        candidate = str(dest.with_name(f".{dest.name}.{ctx.run.id}.candidate"))
-        ctx.transport.write_file(candidate, item.new, _mode(item.spec.mode) or 0o600)
+        folder: str | None = None
+        if dry_run:
+            made = ctx.transport.run(["mktemp", "-d", "/tmp/maintainer-perf.XXXXXXXX"])
+            if not made.ok or not made.stdout.strip():
+                return made.rc, f"could not make a temp directory to validate in: {made.stderr}"
+            folder = made.stdout.strip()
+            candidate = posixpath.join(folder, dest.name)
+        else:
+            candidate = str(dest.with_name(f".{dest.name}.{ctx.run.id}.candidate"))
         try:
+            ctx.transport.write_file(candidate, item.new, _mode(item.spec.mode) or 0o600)
             result = ctx.transport.run(
                 command.replace("%s", shlex.quote(candidate)), timeout=ctx.timeout, cancel=ctx.cancel
             )
         finally:
-            ctx.transport.run(["rm", "-f", candidate])
-        if result.rc != 0 or result.timed_out or result.cancelled:
-            raise StepFailed(
-                f"{item.component}: validation of {item.spec.dest} failed (rc {result.rc}), nothing was "
-                f"installed: {tail(result.stderr or result.stdout)}",
-                outputs={"component": item.component, "rc": result.rc, "stderr": result.stderr},
-            )
+            ctx.transport.run(["rm", "-rf", folder] if folder else ["rm", "-f", candidate])
+        if result.cancelled:
+            raise StepCancelled(f"{item.component}: stopped while validating {item.spec.dest}")
+        if result.rc != 0 or result.timed_out:
+            return result.rc, result.stderr or result.stdout
+        return None
 
     def _restore(self, ctx: StepContext, dest: str) -> None:
         previous, previous_mode = ctx.state.get(_STATE, {}).get(dest, (None, None))

@@ -2,8 +2,9 @@
 
 Inventory vars that steer it (all optional): ``php_version`` (e.g. ``8.2``) or ``php_fpm_bin``
 (default: the newest ``/usr/sbin/php-fpm*``), ``php_fpm_pool`` (whose workers are measured;
-default: every pool), ``docroot`` (its PHP files size OPcache), ``mariadb_datadir`` (default
-``/var/lib/mysql``; its size sizes the buffer pool when readable), ``nginx_bin``, ``mariadbd_bin``.
+default: ``www``, Debian's default pool; ``*``: every pool), ``docroot`` (its PHP files size
+OPcache), ``mariadb_datadir`` (default ``/var/lib/mysql``; its size sizes the buffer pool when
+readable), ``nginx_bin``, ``mariadbd_bin``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from ..errors import StepFailed
 
+#: the pool measured when the inventory names none (Debian's and the README's default)
+DEFAULT_POOL = "www"
 #: argv after the script: php_fpm_bin php_version pool docroot datadir nginx_bin mariadbd_bin
 _SCRIPT = r"""
 php_fpm=$1 php_version=$2 pool=$3 docroot=$4 datadir=$5 nginx=$6 mariadbd=$7
@@ -30,7 +33,7 @@ if [ -n "$php_fpm" ] && php_fpm=$(command -v "$php_fpm"); then
 fi
 ps -eo rss=,args= | awk -v pool="$pool" '
     { rss = $1; $1 = ""; sub(/^ +/, "") }
-    /^php-fpm: pool / && (pool == "" || $0 == "php-fpm: pool " pool) { n++; total += rss }
+    /^php-fpm: pool / && (pool == "*" || $0 == "php-fpm: pool " pool) { n++; total += rss }
     END { print "php_workers=" n + 0; print "php_workers_rss_kb=" total + 0 }'
 if nginx=$(command -v "$nginx"); then echo "nginx_version=$("$nginx" -v 2>&1 | head -n 1)"; fi
 if mariadbd=$(command -v "$mariadbd"); then
@@ -55,7 +58,7 @@ class Facts:
     php_version: str | None = None  # 8.2.36
     php_branch: str | None = None  # 8.2: Debian's paths and service names use it
     php_fpm_service: str | None = None  # php8.2-fpm
-    php_pool: str | None = None  # the pool measured; None: every pool
+    php_pool: str | None = None  # the pool measured; None: every pool (php_fpm_pool: "*")
     php_workers: int = 0
     php_worker_avg_mb: float | None = None  # average RSS of the pool's workers
     nginx_version: str | None = None
@@ -152,15 +155,20 @@ def command(site_vars: dict[str, Any]) -> list[str]:
     values = [
         _var(site_vars, name, default)
         for name, default in (
-            ("php_fpm_bin", ""), ("php_version", ""), ("php_fpm_pool", ""), ("docroot", ""),
+            ("php_fpm_bin", ""), ("php_version", ""), ("php_fpm_pool", DEFAULT_POOL), ("docroot", ""),
             ("mariadb_datadir", "/var/lib/mysql"), ("nginx_bin", "nginx"), ("mariadbd_bin", "mariadbd"),
         )
     ]  # fmt: skip
+    values[2] = pool_of(site_vars) or "*"
     return ["bash", "-c", _SCRIPT, "maintainer-perf-facts", *values]
 
 
 def from_output(output: str, site_vars: dict[str, Any]) -> Facts:
     """Facts from what ``command(site_vars)`` printed."""
-    return parse(
-        output, pool=_var(site_vars, "php_fpm_pool") or None, docroot=_var(site_vars, "docroot") or None
-    )
+    return parse(output, pool=pool_of(site_vars), docroot=_var(site_vars, "docroot") or None)
+
+
+def pool_of(site_vars: dict[str, Any]) -> str | None:
+    """The pool whose workers are measured: ``php_fpm_pool``, default ``www``; None (``*``): every pool."""
+    pool = _var(site_vars, "php_fpm_pool", DEFAULT_POOL) or DEFAULT_POOL
+    return None if pool == "*" else pool

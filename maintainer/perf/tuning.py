@@ -9,6 +9,7 @@ run in the runbook (``overrides``); ``auto``, an empty string or null leave it c
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,63 @@ REQUIRES = {
 UNPINNED = (None, "", "auto")
 #: the worker size assumed when no worker of the pool runs to be measured
 DEFAULT_WORKER_MB = 64
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a pinned value may be: a whole number in [low, high], or one of ``choices``."""
+
+    low: int | None = None
+    high: int | None = None
+    choices: tuple[str, ...] = ()
+    pattern: str | None = None  # a string matching this (fully), e.g. nginx's expires
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` cannot be pinned (None: it can)."""
+        if self.choices:
+            return None if str(value) in self.choices else f"must be one of {', '.join(self.choices)}"
+        if self.pattern is not None:
+            ok = isinstance(value, str) and re.fullmatch(self.pattern, value.strip())
+            return None if ok else f"must match {self.pattern}"
+        number = _as_int(value)
+        if number is None and isinstance(value, str) and re.fullmatch(r"\s*-\d+\s*", value):
+            number = int(value)
+        if number is None:
+            return "must be a whole number"
+        if self.low is not None and number < self.low:
+            return f"must be at least {self.low}"
+        if self.high is not None and number > self.high:
+            return f"must be at most {self.high}"
+        return None
+
+
+#: the type and range of every pinnable value (ranges that need the host's facts: check_facts)
+SPECS: dict[str, Spec] = {
+    "pm": Spec(choices=("dynamic", "static", "ondemand")),
+    "pm_max_children": Spec(1, 100_000),
+    "pm_start_servers": Spec(1, 100_000),
+    "pm_min_spare_servers": Spec(1, 100_000),
+    "pm_max_spare_servers": Spec(1, 100_000),
+    "pm_max_requests": Spec(0, 10_000_000),
+    "opcache_enable": Spec(choices=("0", "1")),
+    "opcache_memory_mb": Spec(8, 1_048_576),
+    "opcache_interned_strings_mb": Spec(1, 4096),
+    "opcache_max_files": Spec(200, 1_000_000),
+    "opcache_revalidate_freq": Spec(0, 86_400),
+    "nginx_worker_processes": Spec(1, 4096),
+    "nginx_worker_connections": Spec(1, 1_048_576),
+    "nginx_keepalive_timeout": Spec(0, 3600),
+    "nginx_keepalive_requests": Spec(1, 10_000_000),
+    "nginx_gzip_comp_level": Spec(1, 9),
+    "nginx_static_expires": Spec(pattern=r"off|max|epoch|\d+(ms|s|m|h|d|w|M|y)?"),
+    "nginx_open_file_cache": Spec(1, 10_000_000),
+    "innodb_buffer_pool_mb": Spec(8, 16_777_216),
+    "innodb_log_file_mb": Spec(1, 524_288),
+    "mariadb_max_connections": Spec(1, 100_000),
+    "mariadb_tmp_table_mb": Spec(1, 1_048_576),
+}
+#: pinned values that must fit in the host's RAM (MB): checked once the facts are known
+FIT_IN_RAM = ("innodb_buffer_pool_mb", "opcache_memory_mb")
 
 
 @dataclass(frozen=True)
@@ -118,6 +176,31 @@ def pins_of(site_pins: Any, overrides: dict[str, Any]) -> dict[str, tuple[Any, s
             if value not in UNPINNED:
                 pins[str(name)] = (value, source)
     return pins
+
+
+def invalid(values: Any) -> list[str]:
+    """``name=value: why`` for every pinned value of the wrong type or out of its range."""
+    problems = []
+    for name, value in values.items():
+        spec = SPECS.get(str(name))
+        if spec is None or value in UNPINNED:
+            continue
+        why = spec.problem(value)
+        if why:
+            problems.append(f"{name}={value!r} ({why})")
+    return problems
+
+
+def beyond_ram(pins: dict[str, tuple[Any, str]], mem_total_mb: int) -> list[str]:
+    """The pins (name, value, who) that ask for more memory than the host has."""
+    problems = []
+    for name in FIT_IN_RAM:
+        if name in pins:
+            value, source = pins[name]
+            number = _as_int(value)
+            if number is not None and number > mem_total_mb:
+                problems.append(f"{name}={value} ({source}) is more than the host's {mem_total_mb} MB RAM")
+    return problems
 
 
 def unknown(names: Any) -> list[str]:

@@ -124,17 +124,19 @@ def test_a_good_change_is_kept_applied_by_graceful_reloads_and_recorded(
 def test_a_config_that_fails_validation_is_not_installed_and_the_site_keeps_serving(
     tmp_path: Path, web_server: WebServer
 ) -> None:
-    # a pin php-fpm refuses: a pool without workers
-    proj = project(tmp_path / "p", web_server, perf_tuning={"pm_max_children": 0})
+    # a pool line php-fpm refuses
+    proj = project(tmp_path / "p", web_server, php_fpm_pool_extra=["pm.bogus = 1"])
     untuned = configs(web_server)
+    # the dry run validates the rendered configs too (on temp copies) and says so; it still exits 0
+    preview = cli(proj, "run", "perf-tune", "--dry-run", "--output", "json")
+    assert preview.returncode == 0, preview.stderr
+    assert "would be rejected by validation: php_fpm (rc " in preview.stdout
+    assert configs(web_server) == untuned
     result = cli(proj, "run", "perf-tune", "--output", "json", "-p", "requests=10", "-p", "warmup=0")
     assert result.returncode == 1, result.stderr
     site = json.loads(result.stdout)["sites"]["wp"]
     assert site["status"] == "failed"
-    assert (
-        "php_fpm: validation of" in site["error"]
-        and "pm.max_children must be a positive value" in site["error"]
-    )
+    assert "php_fpm: validation of" in site["error"] and "pm.bogus" in site["error"]
     assert "nothing was installed" in site["error"]
     # not one file installed, not even the valid nginx.conf validated before it; nothing reloaded
     assert configs(web_server) == untuned
@@ -186,6 +188,21 @@ def test_a_slower_config_is_rolled_back_by_measurement(tmp_path: Path, web_serve
     measured = {c["label"]: c for c in entry["sites"]["wp"]["changes"] if c["kind"] == "measurement"}
     assert measured["after"]["ttfb_p50_ms"] > 1.5 * measured["before"]["ttfb_p50_ms"]
     assert "req/s" in entry["sites"]["wp"]["error"]
+    # and the verdict that rolled it back: before/after figures and what got worse
+    (verdict,) = [c for c in entry["sites"]["wp"]["changes"] if c["kind"] == "perf_verdict"]
+    assert verdict["verdict"] == "worse" and "ttfb_p50_ms" in verdict["worse"]
+    assert verdict["before"]["ttfb_p50_ms"] == measured["before"]["ttfb_p50_ms"]
+    assert verdict["summary"].startswith("rolled back, worse beyond 50%")
+
+
+def test_a_pin_out_of_range_is_bad_input_before_anything_runs(tmp_path: Path, web_server: WebServer) -> None:
+    proj = project(tmp_path / "p", web_server, perf_tuning={"pm_max_children": 0})
+    untuned = configs(web_server)
+    for extra in (["--dry-run"], []):
+        result = cli(proj, "run", "perf-tune", *extra)
+        assert result.returncode == 2, result.stderr
+        assert "pm_max_children=0 (must be at least 1)" in result.stderr
+    assert configs(web_server) == untuned
 
 
 def test_an_unknown_pin_is_bad_input_before_anything_runs(tmp_path: Path) -> None:

@@ -308,3 +308,150 @@ def test_perf_configs_checks_names_before_anything_runs(tmp_path: Path) -> None:
         action.check_site(Site("shop", {}, []), _args(tmp_path, components=["mariadb"]), tmp_path)
     with pytest.raises(BadInput, match="overrides names no tunable value: workers"):
         action.check_site(Site("shop", {}, []), _args(tmp_path, overrides={"workers": 3}), tmp_path)
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+@pytest.mark.parametrize("value", ["abc", -5, "-5", 0, "0", 2.5, "12 workers"])
+def test_pins_of_the_wrong_type_or_range_are_bad_input_at_plan_time(tmp_path: Path, value: Any) -> None:
+    action = PerfConfigsAction()
+    with pytest.raises(
+        BadInput, match=r"perf_tuning: pm_max_children=.* \((must be a whole number|must be at least 1)\)"
+    ):
+        action.check_site(
+            Site("shop", {"perf_tuning": {"pm_max_children": value}}, []), _args(tmp_path), tmp_path
+        )
+    with pytest.raises(BadInput, match=r"overrides: pm_max_children="):
+        action.check_site(
+            Site("shop", {}, []), _args(tmp_path, overrides={"pm_max_children": value}), tmp_path
+        )
+
+
+def test_pins_in_range_pass_and_other_values_are_typed_too(tmp_path: Path) -> None:
+    action = PerfConfigsAction()
+    good = {
+        "pm_max_children": "12",
+        "innodb_buffer_pool_mb": 512,
+        "pm": "static",
+        "nginx_static_expires": "7d",
+    }
+    action.check_site(
+        Site("shop", {"perf_tuning": good}, []),
+        _args(tmp_path, overrides={"pm_max_children": "auto"}),
+        tmp_path,
+    )
+    for name, value, why in (
+        ("innodb_buffer_pool_mb", 4, "at least 8"),
+        ("pm", "fast", "one of dynamic, static, ondemand"),
+        ("nginx_gzip_comp_level", 12, "at most 9"),
+        ("nginx_static_expires", "soon", "must match"),
+    ):
+        with pytest.raises(BadInput, match=why):
+            action.check_site(Site("shop", {"perf_tuning": {name: value}}, []), _args(tmp_path), tmp_path)
+
+
+def test_a_pinned_buffer_pool_bigger_than_ram_fails_before_anything_is_installed(
+    configs_project: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "etc"
+    out.mkdir()
+    ctx = action_context(configs_project, site_vars={"perf_tuning": {"innodb_buffer_pool_mb": 100_000}})
+    ctx.state[STATE_KEY] = FACTS  # 7964 MB RAM
+    action = PerfConfigsAction()
+    action.check_site(ctx.site, _args(out), configs_project)  # needs the facts: not a plan-time error
+    for attempt in (action.dry_run, action.run):
+        with pytest.raises(
+            StepFailed, match=r"innodb_buffer_pool_mb=100000 .* more than the host's 7964 MB RAM"
+        ):
+            attempt(ctx, _args(out))
+    assert list(out.iterdir()) == []
+
+
+def test_the_dry_run_validates_the_rendered_configs_in_a_private_temp_dir(
+    configs_project: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "etc"
+    out.mkdir()
+    (out / "b.conf").write_text("keepalive = 3\n")
+    ctx = action_context(configs_project)
+    ctx.state[STATE_KEY] = FACTS
+    seen = tmp_path / "seen"
+    check = f"cp %s {seen} && grep -q bogus %s"
+    temp_before = set(Path("/tmp").glob("maintainer-perf.*"))
+    preview = PerfConfigsAction().dry_run(ctx, _args(out, validate_b=check))
+    assert preview["summary"].startswith("would be rejected by validation: nginx (rc 1)")
+    assert list(preview["rejected"]) == ["nginx"]
+    assert seen.read_text() == "; 4 CPUs\nkeepalive = 15\n"  # the rendered file was validated
+    assert (
+        sorted(p.name for p in out.iterdir()) == ["b.conf"]
+        and (out / "b.conf").read_text() == "keepalive = 3\n"
+    )
+    assert set(Path("/tmp").glob("maintainer-perf.*")) == temp_before  # its temp dir is gone
+    ok = PerfConfigsAction().dry_run(ctx, _args(out))
+    assert ok["rejected"] == {} and ok["summary"].startswith("would change php_fpm, nginx")
+
+
+def test_a_rolled_back_verdict_is_recorded_as_a_change(tmp_path: Path) -> None:
+    ctx = action_context(tmp_path)
+    after = {"ttfb_p50_ms": 130.0, "ttfb_p95_ms": 85.0, "ttfb_max_ms": 99.0, "rps": 20.0}
+    with pytest.raises(StepFailed) as failed:
+        PerfCompareAction().run(ctx, PerfCompareArgs(before=BEFORE, after=after))
+    (change,) = failed.value.changes
+    assert change["kind"] == "perf_verdict" and change["verdict"] == "worse"
+    assert change["worse"] == ["ttfb_p50_ms", "rps"]
+    assert change["before"]["rps"] == BEFORE["rps"] and change["after"]["rps"] == 20.0
+    assert change["summary"].startswith("rolled back, worse beyond 10%: TTFB p50 40.0 -> 130.0 ms")
+
+
+def test_a_component_asked_for_by_name_that_is_not_installed_fails(
+    configs_project: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "etc"
+    out.mkdir()
+    ctx = action_context(configs_project)
+    ctx.state[STATE_KEY] = replace(FACTS, nginx_version=None)
+    for attempt in (PerfConfigsAction().dry_run, PerfConfigsAction().run):
+        with pytest.raises(StepFailed, match="cannot tune the requested nginx: nginx is not installed"):
+            attempt(ctx, _args(out, components=["php_fpm", "nginx"]))
+    assert list(out.iterdir()) == []
+    assert PerfConfigsAction().run(ctx, _args(out)).outputs["skipped"] == {
+        "nginx": "nginx is not installed on this host"
+    }  # the default list still skips it quietly
+
+
+def test_the_facts_measure_only_the_www_pool_by_default(tmp_path: Path) -> None:
+    import os
+
+    from maintainer.transport import LocalTransport
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "ps").write_text(
+        "#!/bin/sh\necho '102400 php-fpm: pool www'\necho '102400 php-fpm: pool www'\n"
+        "echo '409600 php-fpm: pool admin'\necho '1000 php-fpm: master process (/etc/php.conf)'\n"
+    )
+    (fake / "ps").chmod(0o755)
+
+    def measure(site_vars: dict[str, Any]) -> facts.Facts:
+        argv = ["env", f"PATH={fake}:{os.environ['PATH']}", *facts.command(site_vars)]
+        result = LocalTransport().run(argv)
+        assert result.ok, result.stderr
+        return facts.from_output(result.stdout, site_vars)
+
+    www = measure({})
+    assert (www.php_pool, www.php_workers, www.php_worker_avg_mb) == ("www", 2, 100.0)
+    admin = measure({"php_fpm_pool": "admin"})
+    assert (admin.php_pool, admin.php_workers) == ("admin", 1)
+    every = measure({"php_fpm_pool": "*"})
+    assert (every.php_pool, every.php_workers) == (None, 3)
+
+
+def test_an_interrupted_measurement_is_cancelled_not_failed(tmp_path: Path, http_url: str) -> None:
+    from maintainer.actions.http_bench import HttpBenchAction, HttpBenchArgs
+    from maintainer.errors import StepCancelled
+
+    ctx = action_context(tmp_path)
+    ctx.cancel.set()
+    with pytest.raises(StepCancelled, match="interrupted during the measurement"):
+        HttpBenchAction().run(ctx, HttpBenchArgs(url=http_url, requests=5, warmup=0))
