@@ -675,6 +675,19 @@ class Listing:
     unreadable: list[str]
 
 
+def _records(buffer: bytearray) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """find's NUL-separated (meta, path, link target) triples, one at a time (no list of them all)."""
+    pos, end = 0, len(buffer)
+    while pos < end:
+        first = buffer.find(b"\0", pos)
+        second = buffer.find(b"\0", first + 1)
+        third = buffer.find(b"\0", second + 1)
+        if min(first, second, third) < 0:
+            return  # a torn last record (the listing was cut): not an entry
+        yield bytes(buffer[pos:first]), bytes(buffer[first + 1 : second]), bytes(buffer[second + 1 : third])
+        pos = third + 1
+
+
 #: "find: './privdir': Permission denied" (GNU find quotes with U+2018/U+2019 in a UTF-8 locale)
 _FIND_DENIED = re.compile("^find: [\u2018'](.+?)[\u2019']: ", re.M)
 
@@ -706,12 +719,9 @@ def list_docroot(transport: Transport, docroot: str, settings: BackupSettings, d
     if result.rc != 0:
         shown = " | ".join(result.stderr.strip().splitlines()[-5:])
         warnings.append(f"find reported problems (rc {result.rc}): {shown}")
-    fields = bytes(buffer).split(b"\0")
-    del buffer
     entries = []
     kinds = {"f": "file", "d": "dir", "l": "symlink"}
-    for i in range(0, len(fields) - 2, 3):
-        meta, raw_path, raw_target = fields[i : i + 3]
+    for meta, raw_path, raw_target in _records(buffer):
         if not raw_path:
             continue  # the docroot itself
         kind, size, mtime, mode, uid, gid = meta.decode().split(" ")

@@ -19,6 +19,7 @@ import io
 import json
 import re
 import secrets
+import sys
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -217,6 +218,9 @@ _ID = re.compile(r"^\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}$")
 
 def _entry_or_dict(obj: dict[str, Any]) -> Any:
     if "path" in obj and "type" in obj and "mtime" in obj:
+        if obj.get("pack"):
+            obj["pack"] = sys.intern(obj["pack"])  # thousands of entries share a few packs
+        obj["type"] = sys.intern(obj["type"])
         return Entry(**obj)
     return obj
 
