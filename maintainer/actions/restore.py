@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +9,7 @@ from pydantic import Field, field_validator
 
 from ..backup.config import check_site_backup, site_backup
 from ..backup.manifest import find_backup
-from ..backup.restore import files_not_in_backup, restore_backup, select_entries
+from ..backup.restore import files_not_in_backup, normalized, restore_backup, select_entries
 from ..backup.streams import Deadline
 from ..errors import BackupDamaged, BadInput, StepFailed, StoreError
 from .base import Action, ActionResult, Args, StepContext
@@ -52,10 +51,13 @@ class RestoreAction(Action):
     summary = "restore a backup's files and/or database, in place or to another dir/database"
 
     def check_site(self, site: Site, args: RestoreArgs, project_dir: Path) -> None:
-        check_site_backup(site)
-        spec = site_backup(site)
+        spec, store = check_site_backup(site)
         live = []
-        if args.files and spec.docroot and (args.to is None or _same_path(args.to, spec.docroot)):
+        if (
+            args.files
+            and spec.docroot
+            and (args.to is None or normalized(args.to) == normalized(spec.docroot))
+        ):
             live.append("files")
         if args.database and spec.db and args.db in (None, spec.db.name):
             live.append("database")
@@ -70,7 +72,7 @@ class RestoreAction(Action):
         # a backup id or paths that match nothing are input mistakes: exit 2 before anything runs
         # (a store that cannot be read now is left to the run, which records the failure)
         try:
-            manifest = find_backup(site_backup(site).store(), args.backup)
+            manifest = find_backup(store, args.backup)
         except BackupDamaged as exc:
             raise BadInput(
                 f"site '{site.name}': {exc}.", key="backup", fix="pick an id from 'backups list SITE'."
@@ -89,8 +91,8 @@ class RestoreAction(Action):
         spec = site_backup(ctx.site)
         manifest = find_backup(spec.store(), args.backup)
         entries = select_entries(manifest, args.paths) if args.files else []
-        dest = posixpath.normpath("/" + (args.to or spec.docroot or manifest.docroot).lstrip("/"))
-        in_place = args.files and not args.paths and _same_path(dest, spec.docroot or "")
+        dest = normalized(args.to or spec.docroot or manifest.docroot)
+        in_place = args.files and not args.paths and dest == normalized(spec.docroot or "")
         removed: list[str] = []
         if in_place:
             conflicts, extras = files_not_in_backup(
@@ -141,7 +143,3 @@ class RestoreAction(Action):
         )
         record = result.record()
         return ActionResult(outputs=record, changes=[{"what": "restore", **record}], changed=True)
-
-
-def _same_path(a: str, b: str) -> bool:
-    return posixpath.normpath("/" + a.lstrip("/")) == posixpath.normpath("/" + b.lstrip("/"))

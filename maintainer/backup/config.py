@@ -84,15 +84,15 @@ def site_backup(site: Site) -> SiteBackup:
     return SiteBackup(site.name, str(docroot) if docroot is not None else None, settings, db)
 
 
-def check_site_backup(site: Site) -> None:
+def check_site_backup(site: Site) -> tuple[SiteBackup, Store]:
     """Everything about a site's backup settings that can be checked before a run: BadInput if wrong.
 
     The store is set up too (no request is sent), so a missing credential or a malformed target
-    stops the run at plan time, naming the site.
+    stops the run at plan time, naming the site. Returns both, for checks that go further.
     """
     spec = site_backup(site)
     try:
-        spec.store()
+        return spec, spec.store()
     except BadInput as exc:
         if site.name not in exc.message:
             exc.message = f"site '{site.name}': {exc.message}"

@@ -112,14 +112,14 @@ def restore_target(
     else:
         files, database = True, not paths
     live = []
-    if files and spec.docroot and (to is None or _norm(to) == _norm(spec.docroot)):
+    if files and spec.docroot and (to is None or normalized(to) == normalized(spec.docroot)):
         live.append("files")
     if database and spec.db and (db is None or db == spec.db.name):
         live.append("database")
     return RestoreTarget(files, database, live)
 
 
-def _norm(path: str) -> str:
+def normalized(path: str) -> str:
     # POSIX keeps a leading '//' apart; for a directory on a Linux host it is '/'
     return posixpath.normpath("/" + path.lstrip("/"))
 
@@ -222,12 +222,12 @@ def _restore(
         )
     jobs: list[Callable[[], None]] = []
     if files:
-        dest = _norm(to or spec.docroot or manifest.docroot)
+        dest = normalized(to or spec.docroot or manifest.docroot)
         entries = select_entries(manifest, paths or [])
         if paths and not entries:
             raise StepFailed(f"no path in backup {manifest.id} matches {', '.join(paths)}")
         # only a full restore over the live docroot removes what the backup did not have
-        exact = not paths and dest == _norm(spec.docroot or manifest.docroot)
+        exact = not paths and dest == normalized(spec.docroot or manifest.docroot)
         log(f"restoring {sum(1 for e in entries if e.type == 'file')} files to {dest}")
         jobs.append(
             lambda: _restore_files(transport, spec, store, manifest, entries, dest, exact, deadline, result)
