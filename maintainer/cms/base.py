@@ -13,9 +13,24 @@ the site, through a ``Runner`` (the action's transport). The read-only operation
 The CLI tools' exit codes are not trusted for answers: an adapter parses what they print (JSON
 where they offer it) and uses the exit code only to tell "no answer" from "an answer".
 
+The update operations (what the ``cms-update`` runbook's actions call):
+
+- ``updates()``: every available update, core and components, as ``Update`` data (from, to, kind,
+  security, what the new version requires, what it depends on);
+- ``apply(items)``: apply exactly these ``PlannedUpdate`` items (pinned versions, never "whatever
+  is newest now"), returning one ``Applied`` per item; an adapter may batch them (Composer) or go one
+  by one (WP-CLI);
+- ``maintenance(on)`` / ``maintenance_state()``: the CMS's maintenance mode, and whether it is on
+  now (a leftover ``.maintenance`` file counts as on);
+- ``db_update()``: the database migrations of core and of components that have their own
+  (``wp core update-db``, ``wp wc update``, ``drush updatedb``), a ``DbUpdateResult``;
+- ``cache_flush()``;
+- ``security_updates()``: the CMS's own security advisories for what is installed
+  (``drush pm:security`` / ``composer audit``); ``None`` when the CMS has none, and the
+  vulnerability feed (cms/vulnfeed.py) is the source instead.
+
 ``adapter_for(site, runner)`` picks the class from ``ADAPTERS`` (``wordpress``, ``drupal``,
-``joomla``, ``static``, ``custom``), importing it only when a site needs it. The update operations
-(``updates``, ``update``, ``maintenance``, ...) of issue 5 extend this interface.
+``joomla``, ``static``, ``custom``), importing it only when a site needs it.
 """
 
 from __future__ import annotations
@@ -159,6 +174,124 @@ class VerifyResult:
         return self.supported and not self.findings
 
 
+#: kinds of update, from the versions: a core "minor" update is what the CMS itself calls minor
+#: (WordPress 6.4.2 -> 6.4.3 and Drupal 10.2.1 -> 10.2.4 are minor; 6.4 -> 6.5 is major for WordPress)
+PATCH, MINOR, MAJOR = "patch", "minor", "major"
+
+
+@dataclass(frozen=True)
+class Update:
+    """One available update of an installed component, as the CMS's tool reports it."""
+
+    type: str  # core, plugin, theme, module, extension
+    slug: str
+    name: str
+    current: str | None
+    #: the version the tool offers (the newest it knows)
+    available: str
+    #: PATCH, MINOR or MAJOR (for core, in the CMS's own sense; see each adapter)
+    kind: str
+    #: True: the CMS's own advisories say this update fixes a vulnerability; None: unknown
+    security: bool | None = None
+    #: the new version needs at least this core / PHP version (None: no requirement known)
+    requires_core: str | None = None
+    requires_php: str | None = None
+    #: slugs of components this one needs (WordPress "Requires Plugins", Composer requires)
+    depends_on: tuple[str, ...] = ()
+    #: the tool's own handle when it is not the slug (a Composer package: drupal/core-recommended)
+    package: str | None = None
+
+    @property
+    def key(self) -> str:
+        return "core" if self.type == "core" else f"{self.type}:{self.slug}"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "component": self.key,
+            "type": self.type,
+            "slug": self.slug,
+            "name": self.name,
+            "from": self.current,
+            "to": self.available,
+            "kind": self.kind,
+            "security": self.security,
+            "requires_core": self.requires_core,
+            "requires_php": self.requires_php,
+            "depends_on": list(self.depends_on),
+        }
+
+
+@dataclass(frozen=True)
+class PlannedUpdate:
+    """One item of a plan: update this component from this version to exactly that one."""
+
+    type: str
+    slug: str
+    name: str
+    from_version: str | None
+    to_version: str
+    #: why it is in the plan ("available", "security: WF-2024-1234", "pinned")
+    reason: str = "available"
+    package: str | None = None
+
+    @property
+    def key(self) -> str:
+        return "core" if self.type == "core" else f"{self.type}:{self.slug}"
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "component": self.key,
+            "type": self.type,
+            "slug": self.slug,
+            "name": self.name,
+            "from": self.from_version,
+            "to": self.to_version,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> PlannedUpdate:
+        return cls(
+            str(data["type"]),
+            str(data["slug"]),
+            str(data.get("name") or data["slug"]),
+            None if data.get("from") in (None, "") else str(data["from"]),
+            str(data["to"]),
+            str(data.get("reason") or "available"),
+        )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply`` did to one planned item."""
+
+    item: PlannedUpdate
+    ok: bool
+    #: the version installed afterwards, read back from the CMS (not assumed)
+    version: str | None
+    message: str = ""
+    #: the command that did it, for the change log
+    command: list[str] | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            **self.item.record(),
+            "ok": self.ok,
+            "installed": self.version,
+            "message": self.message,
+        }
+
+
+@dataclass
+class DbUpdateResult:
+    """``db_update()``: which migrations ran, and which had nothing to do."""
+
+    #: {"what": "core" | "plugin:woocommerce" | "drupal", "command": [...], "message": ...}
+    ran: list[dict[str, Any]] = field(default_factory=list)
+    #: False: this CMS has no database migrations to run (a static or custom site without a command)
+    supported: bool = True
+
+
 # ------------------------------------------------------------------ the interface
 
 
@@ -214,6 +347,51 @@ class CmsAdapter:
 
     def verify(self) -> VerifyResult:
         return VerifyResult(supported=False, note=self.verify_note or f"{self.title} has no integrity check")
+
+    # -------------------------------------------------------------- updates (issue 5)
+
+    #: ``updates()``/``apply()`` work; when False, ``update_note`` says why not
+    can_update: ClassVar[bool] = False
+    update_note: ClassVar[str] = ""
+
+    def updates(self) -> list[Update]:
+        """Every available update of the core and the components (an empty list: all current)."""
+        raise CmsError(self.update_note or f"{self.title} sites cannot be updated by maintainer")
+
+    def apply(self, items: Sequence[PlannedUpdate]) -> list[Applied]:
+        """Apply exactly these items, in this order (the caller orders them); one Applied per item.
+
+        A failed item is ``ok=False`` with the tool's message; an adapter raises CmsError only when
+        the tool gave no usable answer at all. The installed versions are read back afterwards.
+        """
+        raise CmsError(self.update_note or f"{self.title} sites cannot be updated by maintainer")
+
+    def maintenance(self, on: bool) -> None:
+        """Turn the CMS's maintenance mode on or off (CmsError when it did not take)."""
+        raise CmsError(f"{self.title} has no maintenance mode maintainer can switch")
+
+    def maintenance_state(self) -> bool | None:
+        """True when the site is in maintenance mode now (None: this CMS cannot tell)."""
+        return None
+
+    def db_update(self) -> DbUpdateResult:
+        """Run the pending database migrations of core and components."""
+        return DbUpdateResult(supported=False)
+
+    def cache_flush(self) -> bool:
+        """Flush the CMS's caches; False when it has none to flush."""
+        return False
+
+    def component_path(self, type: str, slug: str) -> str | None:
+        """Where a plugin/theme/module lives, relative to the docroot (None: not one directory).
+
+        The ``one_by_one`` rollback restores only this directory from the pre-update backup.
+        """
+        return None
+
+    def security_updates(self) -> list[Update] | None:
+        """Updates the CMS's own advisories mark as security fixes (None: it has no advisories)."""
+        return None
 
 
 class StaticAdapter(CmsAdapter):
