@@ -174,8 +174,9 @@ class VerifyResult:
         return self.supported and not self.findings
 
 
-#: kinds of update, from the versions: a core "minor" update is what the CMS itself calls minor
-#: (WordPress 6.4.2 -> 6.4.3 and Drupal 10.2.1 -> 10.2.4 are minor; 6.4 -> 6.5 is major for WordPress)
+#: kinds of update, in each CMS's own sense (each adapter documents its rules): WordPress calls
+#: 6.4.2 -> 6.4.3 a minor (maintenance/security) release and 6.4 -> 6.5 a major one; Drupal 10.2.1 ->
+#: 10.2.4 is a patch release, 10.2 -> 10.3 minor, 10 -> 11 major. ``core: minor`` allows all but MAJOR.
 PATCH, MINOR, MAJOR = "patch", "minor", "major"
 
 
@@ -395,11 +396,15 @@ class CmsAdapter:
 
 
 class StaticAdapter(CmsAdapter):
-    """A static site: no CMS, nothing to list or verify."""
+    """A static site: no CMS, nothing to list, verify or update."""
 
     name = "static"
     title = "static site"
     verify_note = "a static site has no CMS whose files have published checksums"
+    update_note = (
+        "a static site has no CMS to update: deploy its files with a shell or playbook step, or set "
+        "cms: custom with cms_updates_command and cms_update_command when it has an update procedure"
+    )
 
 
 # ------------------------------------------------------------------ registry
