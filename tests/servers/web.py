@@ -354,7 +354,7 @@ def _wait_serving(server: WebServer, procs: list[subprocess.Popen[bytes]]) -> No
                     for p in (server.workdir / "nginx-error.log", server.workdir / "php-fpm.log")
                     if p.exists()
                 )
-                raise RuntimeError(f"{proc.args} exited with {proc.returncode}:\n{logs}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}:\n{logs}")
         try:
             status, body = server.get(timeout=5)
             if status == 200 and server.site.title in body:

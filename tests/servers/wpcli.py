@@ -13,6 +13,9 @@ APIs and prints what WP-CLI documents (see its header).
 - ``wp_site`` (per test): a private copy of the session's installed WordPress docroot (the same
   database; ``wordpress_site`` installs it once, this does not install again) that a test may
   change, and a private copy of the stand-in with its checksums.json beside it.
+
+The update fixtures (``wp_update_site`` and its session parts: a WordPress with updates waiting
+and a local update source) live in tests/servers/wp_updates.py and are registered from here.
 """
 
 from __future__ import annotations
@@ -139,3 +142,7 @@ def wp_site(tmp_path: Path, wordpress_site: WordPressSite, wp_checksums: dict[st
     shutil.copy2(STANDIN, tools / "wp")
     (tools / "checksums.json").write_text(json.dumps(wp_checksums))
     return WpCliSite(docroot, tools / "wp", wordpress_site)
+
+
+# registered with this module's fixtures (tests/conftest.py lists this module)
+from tests.servers.wp_updates import wp_update_base, wp_update_packages, wp_update_site  # noqa: E402,F401
