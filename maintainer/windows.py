@@ -9,7 +9,12 @@ A window is one string or a list of strings (the window is open when any of them
 days and ranges (``sat,sun``, ``mon-wed,fri``). The end may be ``24:00``. An end at or before the
 start crosses midnight: ``fri 22:00-02:00`` runs from Friday 22:00 to Saturday 02:00, i.e. a window
 belongs to the day it starts on. ``TZ`` is an IANA time zone name (``Europe/Berlin``; default ``UTC``);
-days and times are read on that zone's wall clock.
+days and times are read on that zone's wall clock. Names that are files of the zone database but no
+zone are refused: ``localtime`` (whatever zone the machine reading it is set to, so the window would
+move with the controller), ``posixrules``, ``Factory``, and the ``posix/`` and ``right/`` copies.
+
+A window whose rules leave no gap (``daily 00:00-24:00``, or ``daily 00:00-12:00`` with
+``daily 12:00-24:00``) is always open: it never closes, and plans and the change log say so.
 
 Daylight saving time. Each occurrence of a window is one span of real time, from the moment the
 zone's clock reads the start to the moment it reads the end:
@@ -28,13 +33,14 @@ and the caller turns it into bad input naming the site.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, available_timezones
 
 from .errors import did_you_mean
 
@@ -47,6 +53,16 @@ _DAY_NUMBER = {**{name: n for n, name in enumerate(DAYS)}, **{name: n for n, nam
 _EVERY_DAY = ("daily", "*")
 _TIME = re.compile(r"(\d{1,2}):(\d{2})")
 _DAY_MINUTES = 24 * 60
+#: names ZoneInfo accepts (files of the zone database) that are no zone a site's people live in
+_NOT_ZONES = {
+    "localtime": "it is whatever zone the machine reading it is set to, so the window would move with "
+    "the controller",
+    "posixrules": "it is the zone database's template for POSIX TZ strings, not a place",
+    "factory": "it is a placeholder zone with no offset meant for unconfigured machines",
+}
+_NOT_ZONE_PREFIXES = ("posix/", "right/")
+#: an open span that runs on (rule after rule) for longer than this never closes
+_ALWAYS_OPEN = timedelta(days=8)
 #: how far ahead next_open looks: every weekday twice, so a day whose window a DST jump swallowed
 #: is followed by its next week
 _LOOKAHEAD_DAYS = 16
@@ -125,6 +141,22 @@ class Window:
         end, start, tz = max(containing, key=lambda found: found[0])
         return start.astimezone(tz), end.astimezone(tz)
 
+    def closes(self, now: datetime) -> datetime | None:
+        """When the window, open at ``now``, next closes: the end of the open stretch, following one
+        rule's occurrence into the next when they touch or overlap. None: it never closes.
+
+        ``now`` must be inside the window. Aware, in the zone of the rule whose occurrence ends last.
+        """
+        span = self.current(now)
+        assert span is not None, "closes() of a window that is closed now"
+        end = span[1]
+        limit = _utc(now) + _ALWAYS_OPEN
+        while (following := self.current(end)) is not None:
+            end = following[1]
+            if end >= limit:
+                return None
+        return end
+
     def is_open(self, now: datetime) -> bool:
         """Whether the window is open at ``now`` (an aware datetime; naive ones are refused)."""
         return self.current(now) is not None
@@ -159,20 +191,23 @@ class Window:
         )
 
     def summary(self, now: datetime) -> str:
-        """'open now (closes sun 2026-12-06 04:00 CET)' or 'closed now (opens sun 2026-12-06 02:00 CET)'."""
-        span = self.current(now)
-        if span is not None:
-            return f"open now (closes {format_local(span[1])})"
-        return f"closed now (opens {format_local(self.next_open(now))})"
+        """'open now (closes sun 2026-12-06 04:00 CET)', 'closed now (opens sun 2026-12-06 02:00 CET)'
+        or 'always open' (a window that never closes)."""
+        if self.current(now) is None:
+            return f"closed now (opens {format_local(self.next_open(now))})"
+        closes = self.closes(now)
+        return "always open" if closes is None else f"open now (closes {format_local(closes)})"
 
     def state(self, now: datetime) -> dict[str, Any]:
-        """What the change log and plans record: spec, open, and when it next opens or closes."""
+        """What the change log and plans record: spec, open, and when it next opens or closes
+        (``always_open: true`` instead when it never closes)."""
         data: dict[str, Any] = {"spec": self.describe(), "open": self.is_open(now), "checked": _utc_iso(now)}
-        span = self.current(now)
-        if span is not None:
-            data["closes"] = span[1].isoformat(timespec="minutes")
-        else:
+        if not data["open"]:
             data["next_open"] = self.next_open(now).isoformat(timespec="minutes")
+        elif (closes := self.closes(now)) is None:
+            data["always_open"] = True
+        else:
+            data["closes"] = closes.isoformat(timespec="minutes")
         return data
 
 
@@ -292,18 +327,39 @@ def _minutes(text: str, quoted: str, *, end: bool) -> int:
 
 
 def _parse_tz(name: str, quoted: str) -> ZoneInfo:
-    try:
+    """The zone of an IANA name (any case); the zone database's files that are no zone are refused."""
+    lowered = name.lower()
+    if lowered.startswith(_NOT_ZONE_PREFIXES):
+        plain = name.split("/", 1)[1]
+        raise ValueError(
+            f"{quoted}: '{name}' is not a time zone name: the posix/ and right/ folders of the zone "
+            f"database are copies kept for old software; write '{plain}'"
+        )
+    if lowered in _NOT_ZONES:
+        raise ValueError(
+            f"{quoted}: '{name}' is not a time zone name: {_NOT_ZONES[lowered]}; write the site's zone as an "
+            "IANA name such as Europe/Berlin, America/New_York or UTC"
+        )
+    known = _zone_names()
+    if name in known:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        pass
-    known = available_timezones()
     by_lower = {key.lower(): key for key in known}
-    if name.lower() in by_lower:  # 'utc', 'europe/berlin'
-        return ZoneInfo(by_lower[name.lower()])
+    if lowered in by_lower:  # 'utc', 'europe/berlin'
+        return ZoneInfo(by_lower[lowered])
     hint = did_you_mean(name, known)
     raise ValueError(
         f"{quoted}: '{name}' is not a time zone; {hint}use an IANA name such as Europe/Berlin, "
         "America/New_York or UTC"
+    )
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    """The IANA zone names (``available_timezones()`` reads the whole database: once per process)."""
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name.lower() not in _NOT_ZONES and not name.lower().startswith(_NOT_ZONE_PREFIXES)
     )
 
 

@@ -3,6 +3,10 @@
 ``before`` and ``after`` are two ``http_bench`` outputs. The step fails when any of ``metrics``
 got worse by more than ``threshold`` percent (latencies up, requests/s down), so the site's
 failure path restores the previous configs and the runbook's rollback reloads them.
+
+``measured`` and ``not_measured`` name what the two measurements compare: the components that were
+live for ``after``, and those installed but not active yet (e.g. MariaDB's, which apply at its next
+restart). The verdict records both, so a kept change never reads as measured where it was not.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class PerfCompareArgs(Args):
     metrics: list[Metric] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
     #: a latency that rose by less than this many ms never counts as worse (noise on a fast page)
     min_ms: float = Field(default=2.0, ge=0)
+    #: the components active for the 'after' measurement (recorded with the verdict)
+    measured: list[str] = Field(default_factory=list)
+    #: the components changed but not active yet (pending a restart): not measured
+    not_measured: list[str] = Field(default_factory=list)
 
 
 class PerfCompareAction(Action):
@@ -35,8 +43,19 @@ class PerfCompareAction(Action):
     summary = "fail when 'after' is slower than 'before' beyond a threshold (TTFB up, requests/s down)"
 
     def dry_run(self, ctx: StepContext, args: PerfCompareArgs) -> dict[str, Any]:
-        metrics = ", ".join(args.metrics)
-        return {"summary": f"would keep the change unless {metrics} get worse by > {args.threshold:g}%"}
+        metrics = ", ".join(bench.LABELS.get(m, m) for m in args.metrics)
+        return {
+            "summary": f"would keep the change unless {metrics} get worse by more than {args.threshold:g}%, "
+            "else put the previous configs back"
+        }
+
+    @staticmethod
+    def _scope(args: PerfCompareArgs) -> str:
+        """What the measurement covered: '; measured: nginx; not measured: mariadb (pending restart)'."""
+        parts = [f"measured: {', '.join(args.measured)}"] if args.measured else []
+        if args.not_measured:
+            parts.append(f"not measured: {', '.join(args.not_measured)} (pending restart)")
+        return "".join(f"; {part}" for part in parts)
 
     def run(self, ctx: StepContext, args: PerfCompareArgs) -> ActionResult:
         try:
@@ -60,6 +79,8 @@ class PerfCompareAction(Action):
             "worse": worse,
             "threshold": args.threshold,
             "metrics": metrics,
+            "measured": args.measured,
+            "not_measured": args.not_measured,
         }
         if worse:
             worse_figures = bench.describe_changes({n: metrics[n] for n in worse})
@@ -71,19 +92,25 @@ class PerfCompareAction(Action):
                 "before": {k: args.before.get(k) for k in bench.METRICS if k in args.before},
                 "after": {k: args.after.get(k) for k in bench.METRICS if k in args.after},
                 "metrics": metrics,
-                "summary": f"rolled back, worse beyond {args.threshold:g}%: {worse_figures} (all: {figures})",
+                "measured": args.measured,
+                "not_measured": args.not_measured,
+                "summary": f"rolled back, worse by more than {args.threshold:g}%: {worse_figures} "
+                f"(all: {figures}){self._scope(args)}",
             }
             raise StepFailed(
-                f"slower after the change, beyond {args.threshold:g}%: {worse_figures} (all: {figures})",
+                f"slower after the change by more than {args.threshold:g}%: {worse_figures} "
+                f"(all: {figures}); the previous configs are put back",
                 outputs=outputs,
                 changes=[verdict],
             )
-        ctx.log(f"kept: {figures} (threshold {args.threshold:g}%)")
+        ctx.log(f"kept, not worse by more than {args.threshold:g}%: {figures}{self._scope(args)}")
         change = {
             "kind": "perf_verdict",
             "verdict": "kept",
             "threshold": args.threshold,
             "metrics": metrics,
-            "summary": f"kept: {figures}",
+            "measured": args.measured,
+            "not_measured": args.not_measured,
+            "summary": f"kept, not worse by more than {args.threshold:g}%: {figures}{self._scope(args)}",
         }
         return ActionResult(outputs=outputs, changes=[change])

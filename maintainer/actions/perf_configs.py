@@ -3,10 +3,26 @@
 Each entry of ``files`` is one component's config (``nginx``, ``php_fpm``, ``opcache``,
 ``mariadb``, or any name): a Jinja2 file under templates/ rendered with the step's context
 plus ``facts`` (what the host has), ``tune`` (the tuned values) and ``why`` (each value's
-reason), so the reasons can go into the file as comments. Every changed file is validated
-on a temp copy beside it (``validate``, ``%s`` is the copy) before any is written: one bad
-file and nothing is installed. The previous versions are kept (``dest.<run-id>.bak``) and put
-back when the site fails later in the run, e.g. when a measurement says it got slower.
+reason), so the reasons can go into the file as comments. ``merge`` says what the rendering is:
+
+- ``none``: the whole file, maintainer's own (a drop-in such as conf.d/90-maintainer-opcache.ini);
+- ``ini`` / ``nginx``: only the settings maintainer manages, written into the server's existing
+  file (a PHP-FPM pool, nginx.conf) by ``perf.merge``: every other line of it is kept as it is,
+  so the operator's settings survive and the diff shows the real change only.
+
+Every changed file is validated on a temp copy beside it (``validate``, ``%s`` is the copy)
+before any is written: one bad file and nothing is installed. The previous versions are put
+back when the site fails later in the run (from memory), and kept on the site for a rollback
+by hand: ``backup_dir/<run-id>/<the file's absolute path>`` (default
+``~/.maintainer/config-backups``, mode 0700), the last ``keep_backups`` runs that changed
+something; older run folders there are removed.
+
+``applies`` says when the server uses a changed file: at the graceful ``reload`` that follows
+(nginx, PHP-FPM) or only at a ``restart`` (MariaDB reads its config when it starts). A
+restart-only file is active now only if the run restarts that server (``restarted``);
+otherwise it is reported as ``pending_restart``: installed, not active, not measured. The
+outputs ``applied_components`` (what a measurement after the reloads measures) and
+``pending_restart`` let the runbook measure only what is live and say what is not.
 
 A file whose only differences are comment lines (``#`` or ``;`` first) is left as it is: the
 reasons name measured inputs (worker sizes, data size) that move a little from run to run, and
@@ -24,14 +40,14 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from jinja2 import TemplateError, TemplateNotFound
 from pydantic import Field
 
 from .. import templating
 from ..errors import BadInput, StepCancelled, StepFailed
-from ..perf import tuning
+from ..perf import merge, tuning
 from ..perf.facts import Facts
 from .base import Action, ActionResult, Args, StepContext, tail
 from .perf_facts import facts_of
@@ -43,6 +59,25 @@ if TYPE_CHECKING:
 #: the inventory var that pins values for a site, e.g. {pm_max_children: 20}
 SITE_PINS = "perf_tuning"
 _STATE = "perf_configs_previous"
+#: where the previous files are kept on the site, one folder per run (``~``: the SSH user's home)
+DEFAULT_BACKUP_DIR = "~/.maintainer/config-backups"
+#: the run folders under backup_dir that pruning may remove (run ids: 20261129T221500Z-a1b2c3)
+_RUN_FOLDER = r"^[0-9]{8}T[0-9]{6}Z-[0-9a-f]+$"
+_BACKUP_SCRIPT = r"""
+dir=$1 run=$2
+case $dir in "~") dir=$HOME ;; "~/"*) dir=$HOME/${dir#"~/"} ;; esac
+umask 077
+mkdir -p -- "$dir/$run" && cd -- "$dir/$run" && pwd -P
+"""
+#: argv: backup_dir keep run-folder-pattern; prints the run folders it removed
+_PRUNE_SCRIPT = r"""
+dir=$1 keep=$2 pattern=$3
+case $dir in "~") dir=$HOME ;; "~/"*) dir=$HOME/${dir#"~/"} ;; esac
+cd -- "$dir" 2>/dev/null || exit 0
+ls -1 | grep -E -- "$pattern" | sort | head -n -"$keep" | while IFS= read -r old; do
+    rm -rf -- "$old" && echo "$old"
+done
+"""
 
 
 class ConfigFile(Args):
@@ -52,6 +87,10 @@ class ConfigFile(Args):
     mode: str | int | None = None  # the existing file's mode is kept when unset
     #: lines starting with these (after blanks) are comments: changing only them changes nothing
     comments: list[str] = Field(default_factory=lambda: ["#", ";"])
+    #: none: the rendering is the whole file; ini/nginx: settings written into the existing file
+    merge: Literal["none", "ini", "nginx"] = "none"
+    #: when the server uses the file: at the reload after this step, or only when it restarts
+    applies: Literal["reload", "restart"] = "reload"
 
 
 class PerfConfigsArgs(Args):
@@ -66,7 +105,13 @@ class PerfConfigsArgs(Args):
     children_per_cpu: int = Field(default=8, ge=1, le=100)
     #: the PHP worker size to assume when none is running to be measured (MB)
     worker_mb: int | None = Field(default=None, ge=4, le=4096)
+    #: components whose server this run restarts (their ``applies: restart`` files are live after it)
+    restarted: list[str] = Field(default_factory=list)
+    #: keep the previous files on the site for a rollback by hand (see backup_dir)
     backup: bool = True
+    backup_dir: str = Field(default=DEFAULT_BACKUP_DIR, min_length=1)
+    #: how many runs' backups are kept in backup_dir (the oldest run folders beyond are removed)
+    keep_backups: int = Field(default=5, ge=1, le=1000)
 
 
 @dataclass
@@ -89,6 +134,12 @@ def _settings(data: bytes, comments: list[str]) -> list[str]:
     prefixes = tuple(c for c in comments if c)
     lines = (line.strip() for line in data.decode("utf-8", "replace").splitlines())
     return [line for line in lines if line and not (prefixes and line.startswith(prefixes))]
+
+
+def _pending_note(component: str) -> str:
+    """What a restart-only change means: 'pending restart: MariaDB reads it when it starts ...'."""
+    server = tuning.REQUIRES.get(component, (None, "the server"))[1]
+    return f"pending restart: {server} reads it when it starts, so it is not active and not measured yet"
 
 
 def _sha(data: bytes | None) -> str | None:
@@ -205,13 +256,49 @@ class PerfConfigsAction(Action):
         for component in selected:
             spec = args.files[component]
             new = self._render(ctx, component, spec, facts, knobs)
-            rendered.append(_Rendered(component, spec, ctx.transport.read_file(spec.dest), new))
+            old = ctx.transport.read_file(spec.dest)
+            if spec.merge != "none":
+                new = self._merged(component, spec, old, new)
+            rendered.append(_Rendered(component, spec, old, new))
         return knobs, rendered, skipped
 
-    def _summary(self, knobs: dict[str, tuning.Knob], rendered: list[_Rendered], verb: str) -> str:
-        changed = [r.component for r in rendered if r.changed]
-        head = f"{verb} {', '.join(changed)}" if changed else "no config changes"
-        return f"{head}: {tuning.summary(knobs, [r.component for r in rendered])}"
+    def _merged(self, component: str, spec: ConfigFile, old: bytes | None, fragment: bytes) -> bytes:
+        """The existing file with the rendered settings written into it (merge: ini or nginx)."""
+        if old is None:
+            raise StepFailed(
+                f"{component}: {spec.dest} does not exist; perf-tune writes its settings into the server's "
+                f"own file (merge: {spec.merge}) and does not create one: point the site's var at the "
+                "file the server reads, or leave the component out of 'components'"
+            )
+        current = old.decode("utf-8", "replace")
+        try:
+            if spec.merge == "nginx":
+                return merge.merge_nginx(current, fragment.decode()).encode()
+            return merge.merge_ini(current, fragment.decode(), comments=tuple(spec.comments)).encode()
+        except merge.MergeError as exc:
+            raise StepFailed(
+                f"{component}: cannot write the tuned settings into {spec.dest}: {exc}; nothing was "
+                "installed (fix the file, check it with the server's own test, e.g. nginx -t)"
+            ) from None
+
+    @staticmethod
+    def _live(args: PerfConfigsArgs, items: list[_Rendered]) -> tuple[list[str], list[str]]:
+        """Of the changed components: (active after this run's reloads/restarts, pending a restart)."""
+        live: list[str] = []
+        pending: list[str] = []
+        for item in items:
+            waits = item.spec.applies == "restart" and item.component not in args.restarted
+            (pending if waits else live).append(item.component)
+        return live, pending
+
+    def _summary(
+        self, args: PerfConfigsArgs, knobs: dict[str, tuning.Knob], rendered: list[_Rendered], verb: str
+    ) -> str:
+        live, pending = self._live(args, [r for r in rendered if r.changed])
+        parts = [f"{verb} {', '.join(live)}"] if live else []
+        parts += [f"{verb} {component}, {_pending_note(component)}" for component in pending]
+        head = "; ".join(parts) if parts else "no config changes"
+        return f"{head}. Values: {tuning.summary(knobs, [r.component for r in rendered])}"
 
     # ------------------------------------------------------------ dry run
 
@@ -225,19 +312,22 @@ class PerfConfigsAction(Action):
                     f"{item.component}: cannot write {item.spec.dest}: {folder} is not a writable directory"
                 )
         rejected = {}
+        live, pending = self._live(args, [r for r in rendered if r.changed])
         for item in rendered:
             if item.changed and item.spec.validate_cmd:
                 refused = self._check(ctx, item, dry_run=True)
                 if refused:
                     rc, output = refused
                     rejected[item.component] = f"{item.component} (rc {rc}): {tail(output)}"
-        summary = self._summary(knobs, rendered, "would change")
+        summary = self._summary(args, knobs, rendered, "would change")
         if rejected:
             summary = "would be rejected by validation: " + "; ".join(rejected.values()) + f" ({summary})"
         return {
             "summary": summary,
             "rejected": rejected,
             "changed_components": [r.component for r in rendered if r.changed],
+            "applied_components": live,
+            "pending_restart": pending,
             "skipped": skipped,
             "tuning": {name: knob.as_dict() for name, knob in knobs.items()},
             "diff": ctx.redactor.text("".join(_diff(r) for r in rendered if r.changed)),
@@ -260,16 +350,12 @@ class PerfConfigsAction(Action):
         for item in todo:  # all validated before any is installed
             if item.spec.validate_cmd:
                 self._validate(ctx, item)
+        backup_folder, backups = self._backup(ctx, args, todo)
+        pruned = self._prune(ctx, args) if backups else []
         previous = ctx.state.setdefault(_STATE, {})
         written: list[_Rendered] = []
-        backups: dict[str, str | None] = {}
         try:
             for item in todo:
-                backup = None
-                if item.old is not None and args.backup:
-                    backup = f"{item.spec.dest}.{ctx.run.id}.bak"
-                    ctx.transport.write_file(backup, item.old, 0o600)
-                backups[item.component] = backup
                 previous[item.spec.dest] = (item.old, old_modes[item.component])
                 ctx.transport.write_file(item.spec.dest, item.new, modes[item.component])
                 written.append(item)
@@ -277,13 +363,25 @@ class PerfConfigsAction(Action):
             for item in reversed(written):  # none or all: a half-tuned host is no state to leave
                 self._restore(ctx, item.spec.dest)
             raise
+        live, pending = self._live(args, todo)
         for item in todo:
-            ctx.log(f"{item.component}: installed {item.spec.dest}")
+            when = (
+                _pending_note(item.component)
+                if item.component in pending
+                else "active after the reload"
+                if item.spec.applies == "reload"
+                else "active after the restart"
+            )
+            ctx.log(f"{item.component}: installed {item.spec.dest}, {when}")
         changed_components = [r.component for r in todo]
         outputs: dict[str, Any] = {
-            "summary": self._summary(knobs, rendered, "changed"),
+            "summary": self._summary(args, knobs, rendered, "changed"),
             "changed": bool(todo),
             "changed_components": changed_components,
+            "applied_components": live,
+            "pending_restart": pending,
+            "backup_folder": backup_folder,
+            "backups_pruned": pruned,
             "skipped": skipped,
             "facts": facts.as_dict(),
             "tuning": {name: knob.value for name, knob in knobs.items()},
@@ -309,12 +407,66 @@ class PerfConfigsAction(Action):
                 if old_modes[item.component] is None
                 else f"{old_modes[item.component]:04o}",
                 "after_mode": f"{modes[item.component] or old_modes[item.component] or 0o644:04o}",
-                "backup": backups[item.component],
+                "backup": backups.get(item.component),
+                "applies": item.spec.applies,
+                "pending_restart": item.component in pending,
+                **(
+                    {
+                        "summary": f"{item.component}: installed {item.spec.dest}, "
+                        f"{_pending_note(item.component)}"
+                    }
+                    if item.component in pending
+                    else {}
+                ),
                 "diff": ctx.redactor.text(_diff(item)),
             }
             for item in todo
         ]
         return ActionResult(outputs=outputs, changes=changes, changed=bool(todo))
+
+    def _backup(
+        self, ctx: StepContext, args: PerfConfigsArgs, todo: list[_Rendered]
+    ) -> tuple[str | None, dict[str, str]]:
+        """Copy the files about to be replaced to ``backup_dir/<run-id>/<path>``: (folder, copies)."""
+        keep = [item for item in todo if item.old is not None]
+        if not args.backup or not keep:
+            return None, {}
+        made = ctx.transport.run(
+            ["bash", "-c", _BACKUP_SCRIPT, "maintainer-backup", args.backup_dir, ctx.run.id]
+        )
+        folder = made.stdout.strip()
+        if not made.ok or not folder:
+            raise StepFailed(
+                f"cannot make the backup folder {args.backup_dir}/{ctx.run.id} on the site, nothing was "
+                f"installed: {tail(made.stderr or made.stdout)} (set the site var "
+                "maintainer_config_backup_dir to a writable directory)"
+            )
+        copies = {}
+        for item in keep:
+            copy = posixpath.join(folder, posixpath.normpath("/" + item.spec.dest).lstrip("/"))
+            ctx.sh(["bash", "-c", 'umask 077 && mkdir -p -- "$1"', "mkdir", posixpath.dirname(copy)])
+            ctx.transport.write_file(copy, item.old or b"", 0o600)
+            copies[item.component] = copy
+        ctx.log(f"kept the previous {', '.join(copies)} files in {folder} (for a rollback by hand)")
+        return folder, copies
+
+    def _prune(self, ctx: StepContext, args: PerfConfigsArgs) -> list[str]:
+        """Remove the run folders in backup_dir beyond the newest ``keep_backups``: the ones removed."""
+        result = ctx.transport.run(
+            [
+                "bash",
+                "-c",
+                _PRUNE_SCRIPT,
+                "maintainer-prune",
+                args.backup_dir,
+                str(args.keep_backups),
+                _RUN_FOLDER,
+            ]
+        )
+        pruned = result.stdout.split()
+        if pruned:
+            ctx.log(f"removed the backups of {len(pruned)} older run(s) from {args.backup_dir}")
+        return pruned
 
     def _validate(self, ctx: StepContext, item: _Rendered) -> None:
         refused = self._check(ctx, item, dry_run=False)

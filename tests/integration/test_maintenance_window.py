@@ -147,3 +147,25 @@ def test_an_invalid_window_is_bad_input_and_nothing_runs(tmp_path: Path) -> None
     as_json = cli(project, "run", "touch", "-o", "json")
     assert as_json.returncode == 2 and "web2" in json.loads(as_json.stdout)["error"]
     assert not ran(tmp_path, "web1") and read_log(project) == []
+
+
+def test_localtime_is_no_zone_name_bad_input_and_nothing_runs(tmp_path: Path) -> None:
+    # ZoneInfo loads 'localtime' (the controller's own zone): a window in it would move with the controller
+    project = project_with(tmp_path, web1=window(is_open=True), web2="daily 00:00-24:00 localtime")
+    result = cli(project, "run", "touch")
+    assert result.returncode == 2, result.stderr
+    assert "site 'web2' has an invalid maintenance_window" in result.stderr
+    assert "'localtime' is not a time zone name" in result.stderr and "Europe/Berlin" in result.stderr
+    assert not ran(tmp_path, "web1") and read_log(project) == []
+
+
+def test_an_always_open_window_says_so_instead_of_when_it_closes(tmp_path: Path) -> None:
+    project = project_with(tmp_path, web1="daily 00:00-24:00 Europe/Berlin")
+    text = cli(project, "run", "touch", "--dry-run")
+    assert text.returncode == 0, text.stderr
+    assert "maintenance window daily 00:00-24:00 Europe/Berlin: always open" in text.stdout
+    assert "closes" not in text.stdout
+    result = cli(project, "run", "touch", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    state = read_log(project)[-1]["sites"]["web1"]["window"]
+    assert state["always_open"] is True and "closes" not in state

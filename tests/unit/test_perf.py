@@ -202,7 +202,7 @@ def test_perf_compare_fails_with_the_figures_or_records_the_kept_change(tmp_path
     ctx = action_context(tmp_path)
     after = {"ttfb_p50_ms": 130.0, "ttfb_p95_ms": 85.0, "ttfb_max_ms": 99.0, "rps": 20.0}
     with pytest.raises(
-        StepFailed, match=r"beyond 10%: TTFB p50 40.0 -> 130.0 ms \(\+225.0%\), req/s 50.0 -> 20.0"
+        StepFailed, match=r"by more than 10%: TTFB p50 40.0 -> 130.0 ms \(\+225.0%\), req/s 50.0 -> 20.0"
     ) as failed:
         PerfCompareAction().run(ctx, PerfCompareArgs(before=BEFORE, after=after))
     assert failed.value.outputs["verdict"] == "worse" and failed.value.outputs["worse"] == [
@@ -211,7 +211,9 @@ def test_perf_compare_fails_with_the_figures_or_records_the_kept_change(tmp_path
     ]
     kept = PerfCompareAction().run(ctx, PerfCompareArgs(before=BEFORE, after=after, threshold=300))
     assert kept.outputs["verdict"] == "kept" and kept.changes[0]["kind"] == "perf_verdict"
-    assert kept.changes[0]["summary"].startswith("kept: TTFB p50 40.0 -> 130.0 ms")
+    assert kept.changes[0]["summary"].startswith(
+        "kept, not worse by more than 300%: TTFB p50 40.0 -> 130.0 ms"
+    )
     with pytest.raises(StepFailed, match="rps is missing"):
         PerfCompareAction().run(ctx, PerfCompareArgs(before={"ttfb_p50_ms": 1}, after=after, metrics=["rps"]))
 
@@ -237,6 +239,7 @@ def _args(root: Path, validate_b: str = "grep -q keepalive %s", **extra: Any) ->
                 "php_fpm": {"src": "t/a.j2", "dest": str(root / "a.conf"), "validate": "grep -q children %s"},
                 "nginx": {"src": "t/b.j2", "dest": str(root / "b.conf"), "validate": validate_b},
             },
+            "backup_dir": str(root.parent / "config-backups"),  # not this machine's ~/.maintainer
             **extra,
         }
     )
@@ -401,7 +404,7 @@ def test_a_rolled_back_verdict_is_recorded_as_a_change(tmp_path: Path) -> None:
     assert change["kind"] == "perf_verdict" and change["verdict"] == "worse"
     assert change["worse"] == ["ttfb_p50_ms", "rps"]
     assert change["before"]["rps"] == BEFORE["rps"] and change["after"]["rps"] == 20.0
-    assert change["summary"].startswith("rolled back, worse beyond 10%: TTFB p50 40.0 -> 130.0 ms")
+    assert change["summary"].startswith("rolled back, worse by more than 10%: TTFB p50 40.0 -> 130.0 ms")
 
 
 def test_a_component_asked_for_by_name_that_is_not_installed_fails(
@@ -455,3 +458,101 @@ def test_an_interrupted_measurement_is_cancelled_not_failed(tmp_path: Path, http
     ctx.cancel.set()
     with pytest.raises(StepCancelled, match="interrupted during the measurement"):
         HttpBenchAction().run(ctx, HttpBenchArgs(url=http_url, requests=5, warmup=0))
+
+
+# ---------------------------------------------------------------- perf_configs: backups, restarts, merging
+
+
+def test_previous_files_are_kept_in_one_folder_per_run_and_only_the_last_runs_are_kept(
+    configs_project: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "etc"
+    out.mkdir()
+    backups = tmp_path / "config-backups"
+    ctx = action_context(configs_project)
+    ctx.state[STATE_KEY] = FACTS
+    action = PerfConfigsAction()
+    folders = []
+    for n, keepalive in enumerate((7, 8, 9, 10)):
+        (out / "a.conf").write_text(f"children = {n}\n")
+        ctx.run.id = f"2026112{n}T010000Z-abc12{n}"
+        result = action.run(ctx, _args(out, keep_backups=2, overrides={"nginx_keepalive_timeout": keepalive}))
+        folder = backups / ctx.run.id
+        folders.append(folder)
+        assert result.outputs["backup_folder"] == str(folder)
+        # the file as it was, at its absolute path under the run's folder, readable by its owner only
+        copy = folder / str(out / "a.conf").lstrip("/")
+        assert copy.read_text() == f"children = {n}\n" and copy.stat().st_mode & 0o777 == 0o600
+        assert result.changes[0]["backup"] == str(copy)
+        assert (folder.stat().st_mode & 0o777) == 0o700 and (backups.stat().st_mode & 0o777) == 0o700
+    # no .bak beside the configs; in the backup folder, the newest two runs only
+    assert sorted(p.name for p in out.iterdir()) == ["a.conf", "b.conf"]
+    assert sorted(backups.iterdir()) == folders[-2:]
+    assert result.outputs["backups_pruned"] == [folders[1].name]
+    # what is no run folder of maintainer's is never pruned
+    (backups / "notes").mkdir()
+    ctx.run.id = "20261130T010000Z-abc130"
+    (out / "a.conf").write_text("children = 99\n")
+    action.run(ctx, _args(out, keep_backups=1))
+    assert sorted(p.name for p in backups.iterdir()) == ["20261130T010000Z-abc130", "notes"]
+
+
+def test_a_restart_only_file_is_pending_restart_unless_the_run_restarts_the_server(
+    configs_project: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "etc"
+    out.mkdir()
+    ctx = action_context(configs_project)
+    ctx.state[STATE_KEY] = FACTS
+
+    def args(**extra: Any) -> PerfConfigsArgs:
+        spec = {"src": "t/a.j2", "dest": str(out / "db.cnf"), "applies": "restart"}
+        return _args(
+            out, files={"mariadb": spec, "nginx": {"src": "t/b.j2", "dest": str(out / "b.conf")}}, **extra
+        )
+
+    preview = PerfConfigsAction().dry_run(ctx, args())
+    assert preview["applied_components"] == ["nginx"] and preview["pending_restart"] == ["mariadb"]
+    assert "would change mariadb, pending restart: MariaDB reads it when it starts" in preview["summary"]
+    result = PerfConfigsAction().run(ctx, args())
+    assert result.outputs["applied_components"] == ["nginx"] and result.outputs["pending_restart"] == [
+        "mariadb"
+    ]
+    db = next(c for c in result.changes if c["component"] == "mariadb")
+    assert db["pending_restart"] is True and db["applies"] == "restart"
+    assert "not active and not measured yet" in db["summary"]
+    (out / "db.cnf").unlink()
+    (out / "b.conf").unlink()
+    restarted = PerfConfigsAction().run(ctx, args(restarted=["mariadb"]))
+    assert restarted.outputs["applied_components"] == ["mariadb", "nginx"]
+    assert restarted.outputs["pending_restart"] == []
+    assert not any(c.get("pending_restart") for c in restarted.changes)
+
+
+def test_a_merged_file_keeps_the_operators_lines_and_must_exist(
+    configs_project: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "etc"
+    out.mkdir()
+    (configs_project / "templates" / "t" / "pool.j2").write_text(
+        "[www]\n; maintainer: {{ why.pm_max_children }}\npm.max_children = {{ tune.pm_max_children }}\n"
+    )
+    ctx = action_context(configs_project)
+    ctx.state[STATE_KEY] = FACTS
+
+    def args() -> PerfConfigsArgs:
+        spec = {"src": "t/pool.j2", "dest": str(out / "www.conf"), "merge": "ini"}
+        return _args(out, files={"php_fpm": spec})
+
+    with pytest.raises(StepFailed, match=r"www.conf does not exist; perf-tune writes its settings into"):
+        PerfConfigsAction().dry_run(ctx, args())
+    pool = "[www]\nlisten = /run/php.sock\npm.max_children = 5\nphp_admin_value[memory_limit] = 1G\n"
+    (out / "www.conf").write_text(pool)
+    preview = PerfConfigsAction().dry_run(ctx, args())
+    reason = preview["tuning"]["pm_max_children"]["reason"]
+    diff_lines = [line for line in preview["diff"].splitlines()[2:] if line[:1] in "+-"]
+    assert diff_lines == ["-pm.max_children = 5", f"+; maintainer: {reason}", "+pm.max_children = 32"]
+    PerfConfigsAction().run(ctx, args())
+    assert (out / "www.conf").read_text() == pool.replace(
+        "pm.max_children = 5", f"; maintainer: {reason}\npm.max_children = 32"
+    )

@@ -108,6 +108,13 @@ def test_a_list_is_open_when_any_of_its_windows_is() -> None:
         ("sun 02:00-04:00 CEST", "'CEST' is not a time zone"),
         ("sun 02:00-04:00 +01:00", "'+01:00' is not a time zone"),
         ("sun 02:00-04:00 ../../etc/passwd", "is not a time zone"),
+        # files of the zone database that ZoneInfo loads but that are no zone
+        ("sun 02:00-04:00 localtime", "'localtime' is not a time zone name: it is whatever zone the machine"),
+        ("sun 02:00-04:00 LocalTime", "'LocalTime' is not a time zone name"),
+        ("sun 02:00-04:00 posixrules", "'posixrules' is not a time zone name"),
+        ("sun 02:00-04:00 Factory", "'Factory' is not a time zone name"),
+        ("sun 02:00-04:00 posix/Europe/Berlin", "is not a time zone name: the posix/ and right/ folders"),
+        ("sun 02:00-04:00 right/UTC", "write 'UTC'"),
     ],
 )
 def test_errors_say_what_is_wrong(value: object, expected: str) -> None:
@@ -303,6 +310,33 @@ def test_summary_for_plans() -> None:
     window = parse_window("sun 02:00-04:00 Europe/Berlin")
     assert window.summary(utc(12, 5, 13, 3)) == "closed now (opens sun 2026-12-06 02:00 CET)"
     assert window.summary(utc(10, 25, 2, 30)) == "open now (closes sun 2026-10-25 04:00 CET)"  # fall-back
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "daily 00:00-24:00",
+        "daily 00:00-24:00 Europe/Berlin",
+        ["daily 00:00-12:00", "daily 12:00-24:00"],  # no gap between the two
+        ["mon-fri 00:00-24:00", "sat,sun 00:00-24:00"],
+        ["daily 22:00-10:00", "daily 09:00-23:00 UTC"],  # overlapping, across midnight
+    ],
+)
+def test_a_window_without_a_gap_says_it_is_always_open(spec: str | list[str]) -> None:
+    window = parse_window(spec)
+    for moment in (utc(12, 5, 13, 3), utc(3, 29, 0, 30), utc(10, 25, 1, 30)):  # DST days too
+        assert window.summary(moment) == "always open"
+        state = window.state(moment)
+        assert state["open"] is True and state["always_open"] is True and "closes" not in state
+
+
+def test_closes_follows_touching_rules_to_the_real_gap() -> None:
+    window = parse_window(["sat 20:00-24:00", "sun 00:00-02:00"])
+    assert window.summary(utc(12, 5, 21)) == "open now (closes sun 2026-12-06 02:00 UTC)"
+    # a whole day in one zone, the next in another: open until the gap between them
+    mixed = parse_window(["mon-fri 00:00-24:00 UTC", "sat,sun 00:00-24:00 Europe/Berlin"])
+    assert mixed.state(utc(12, 6, 12))["closes"] == "2026-12-07T00:00+01:00"  # Sun 23:00 UTC
+    assert not mixed.is_open(utc(12, 6, 23, 30)) and mixed.is_open(utc(12, 7, 0, 0))
 
 
 def test_state_is_what_the_change_log_records() -> None:
