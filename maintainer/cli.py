@@ -692,5 +692,131 @@ def log_verify(project: Path, expect_head: str | None, output: str) -> int:
     return ExitCode.OK if report.ok else ExitCode.SITE_FAILED
 
 
+# ------------------------------------------------------------------ drills
+
+
+@cli.group()
+def drills() -> None:
+    """Restore drills: what the change log proves per site (run them: maintainer run restore-drill)."""
+
+
+@drills.command("report")
+@click.option(
+    "-i",
+    "--inventory",
+    "inventory",
+    multiple=True,
+    metavar="INV",
+    help="Report on this inventory's sites (repeatable): sites never drilled show as 'never', SLA targets "
+    "from their sla vars. Without it: every site the change log has a drill of.",
+)
+@LIMIT
+@click.option(
+    "--output",
+    "-o",
+    type=click.Choice(["text", "json", "html"]),
+    default="text",
+    show_default=True,
+    help="json: one JSON document (schema in docs/DRILLS.md); html: one self-contained page for auditors.",
+)
+@click.option(
+    "--out",
+    "out_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    metavar="FILE",
+    help="Write the json or html document to FILE instead of stdout.",
+)
+@click.option(
+    "--stale-after",
+    default="8d",
+    show_default=True,
+    metavar="AGE",
+    help="A site whose last drill is older than this is 'stale' (8d: a weekly drill missed).",
+)
+@click.option(
+    "--since",
+    default="90d",
+    show_default=True,
+    metavar="WHEN",
+    help="Count drills and the pass rate from this age or ISO date ('all': the whole log).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit 1 when a site is failed, sla_missed, stale or never drilled, or the log's hash chain "
+    "did not verify (for cron and CI). Without it the exit code is 0 whenever the report is made.",
+)
+@click.option(
+    "--expect-head",
+    metavar="HASH",
+    help="A head hash kept outside the log (from 'log verify'): entries cut from the end show as unverified.",
+)
+@VAULT
+@_pass_project
+def drills_report(
+    project: Path,
+    inventory: tuple[str, ...],
+    limit: str | None,
+    output: str,
+    out_file: Path | None,
+    stale_after: str,
+    since: str,
+    check: bool,
+    expect_head: str | None,
+    vault_password_file: str | None,
+) -> int:
+    """Per site: the last restore drill, its outcome, RTO/RPO against the SLA, days since the last pass."""
+    from . import drill_report
+    from .inventory import load_inventory
+    from .output import make_console
+    from .project import load_project
+
+    if out_file is not None and output == "text":
+        raise BadInput("--out writes a document: it needs --output html or --output json.", key="--out")
+    if limit is not None and not inventory:
+        raise BadInput("--limit selects sites of an inventory.", key="--limit", fix="add -i INVENTORY.")
+    proj = load_project(project)
+    inv = (
+        load_inventory(proj.inventory_sources(inventory), vault_password_file=vault_password_file)
+        if inventory
+        else None
+    )
+    report = drill_report.make_report(
+        proj.settings.changelog,
+        inventory=inv,
+        limit=limit,
+        stale_after=stale_after,
+        since=since,
+        expect_head=expect_head,
+    )
+    if output == "text":
+        drill_report.print_report(report, make_console())
+    else:
+        document = (
+            drill_report.render_html(report)
+            if output == "html"
+            else json.dumps(report.record(), indent=2, sort_keys=True, default=str) + "\n"
+        )
+        if out_file is None:
+            click.echo(document, nl=False)
+        else:
+            try:
+                out_file.write_text(document, encoding="utf-8")
+            except OSError as exc:
+                raise BadInput(
+                    f"cannot write the report to {out_file}: {exc.strerror or exc}.",
+                    key="--out",
+                    fix="give a file in an existing, writable directory.",
+                ) from None
+            click.echo(f"wrote {out_file}: {report.summary_line()}", err=True)
+    if not report.verified:
+        click.secho(
+            f"warning: {report.chain_line()} Run 'maintainer log verify' for the full report.",
+            err=True,
+            fg="yellow",
+        )
+    return ExitCode.SITE_FAILED if check and report.check_failed() else ExitCode.OK
+
+
 def main() -> None:
     cli.main(prog_name="maintainer")

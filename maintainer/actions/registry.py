@@ -34,6 +34,14 @@ _BUILTINS = {
     "reboot": "maintainer.actions.reboot:RebootAction",
     "cms.verify": "maintainer.actions.cms_verify:CmsVerifyAction",
     "cms.vulnerabilities": "maintainer.actions.cms_vulnerabilities:CmsVulnerabilitiesAction",
+    "restore_drill": "maintainer.actions.restore_drill:RestoreDrillAction",
+    "health_check": "maintainer.actions.health_check:HealthCheckAction",
+    "cms.version": "maintainer.actions.cms_update:CmsVersionAction",
+    "cms.updates": "maintainer.actions.cms_update:CmsUpdatesAction",
+    "cms.update": "maintainer.actions.cms_update:CmsUpdateAction",
+    "cms.maintenance": "maintainer.actions.cms_update:CmsMaintenanceAction",
+    "cms.db_update": "maintainer.actions.cms_update:CmsDbUpdateAction",
+    "cms.cache_flush": "maintainer.actions.cms_update:CmsCacheFlushAction",
 }
 
 

@@ -220,8 +220,13 @@ class DatabaseClient(ABC):
         events), or None where it cannot be had: then every backup dumps the database again."""
         return None
 
-    def restore_filter(self, write: Callable[[memoryview], object]) -> DefinerFilter | None:
+    def restore_filter(
+        self, write: Callable[[memoryview], object], *, source: str | None = None, target: str | None = None
+    ) -> DefinerFilter | None:
         """A writer to put between the dump and ``write`` (the restore command's stdin), or None.
+
+        ``source`` and ``target``: the dumped database and the one it goes into (when they
+        differ, MySQL's dump must not alter the source: see ``DefinerFilter``).
 
         MySQL/MariaDB: a ``DefinerFilter`` (call its ``close()`` after the last write);
         PostgreSQL: None (``pg_restore --no-owner`` already makes the importing user the owner).
@@ -388,6 +393,11 @@ _DEFINER = re.compile(
 )
 
 
+_ALTER_DATABASE_HEAD = b"ALTER DATABASE "
+#: the head of mysqldump's ``ALTER DATABASE `db` CHARACTER SET ...`` around routines, up to the name
+_ALTER_DATABASE = re.compile(rb"^ALTER DATABASE[ \t]+(?:`(?:[^`\n]|``)*`|[\w$]+)[ \t]+")
+
+
 def _drop_definer(match: re.Match[bytes]) -> bytes:
     before, after = match.group(1), match.group(2)
     if b"*/" not in after:
@@ -413,12 +423,26 @@ class DefinerFilter:
     (the caller may reuse it afterwards); ``close`` passes on what is held back.
     """
 
-    def __init__(self, write: Callable[[memoryview], object]) -> None:
+    def __init__(
+        self, write: Callable[[memoryview], object], *, rename: tuple[str, str] | None = None
+    ) -> None:
         self._out = write
         self._carry = b""  # the start of a line that may hold a clause, shorter than DEFINER_HEAD
         self._in_line = False  # inside a line whose start was dealt with
         #: how many clauses were removed so far
         self.removed = 0
+        #: ``(source, target)``: a dump of ``source`` restored into another database. Around
+        #: routines mysqldump writes ``ALTER DATABASE `source` CHARACTER SET ...`` (and back):
+        #: left alone it would change the live database, so those lines name the target instead
+        self._rename: bytes | None = None
+        self._keywords: tuple[bytes, ...] = (b"DEFINER",)
+        self._starts: tuple[bytes, ...] = _DEFINER_LINES
+        if rename is not None and rename[0] != rename[1]:
+            self._rename = _ALTER_DATABASE_HEAD + mysql_ident(rename[1]).encode() + b" "
+            self._keywords += (_ALTER_DATABASE_HEAD,)
+            self._starts += (_ALTER_DATABASE_HEAD,)
+        #: how many ALTER DATABASE lines were pointed at the target
+        self.renamed = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         chunk = bytes(data)  # no copy for bytes; the caller may reuse a buffer or view
@@ -447,10 +471,10 @@ class DefinerFilter:
         end = last + 1 if last >= 0 else start  # buf[start:end] holds whole lines
         changes = self._scan(buf, start, end)
         if end < len(buf):  # a line that goes on in the next chunk
-            if len(buf) - end < DEFINER_HEAD and self._may_hold_definer(buf[end : end + 8]):
+            if len(buf) - end < DEFINER_HEAD and self._may_hold_definer(buf[end : end + 16]):
                 self._carry = buf[end:]  # too little of its start to tell
             else:
-                if buf.startswith(_DEFINER_LINES, end):
+                if buf.startswith(self._starts, end):
                     rest = buf[end:]
                     fixed = self._fix(rest)
                     if fixed is not rest:
@@ -465,29 +489,40 @@ class DefinerFilter:
         self._emit(view[at:end])
 
     def _scan(self, buf: bytes, start: int, end: int) -> list[tuple[int, int, bytes]]:
-        """(start, end, new text) of each line in buf[start:end] that lost a clause."""
-        changes: list[tuple[int, int, bytes]] = []
-        hit = buf.find(b"DEFINER", start, end)
-        while hit >= 0:
-            newline = buf.rfind(b"\n", start, hit)
-            line_start = start if newline < 0 else newline + 1
-            line_end = buf.find(b"\n", hit, end)
-            line_end = end if line_end < 0 else line_end
-            if hit - line_start < DEFINER_HEAD and buf.startswith(_DEFINER_LINES, line_start):
-                line = buf[line_start:line_end]
-                fixed = self._fix(line)
-                if fixed is not line:
-                    changes.append((line_start, line_end, fixed))
-            hit = buf.find(b"DEFINER", line_end, end)
-        return changes
+        """(start, end, new text) of each line in buf[start:end] that lost a clause (or was renamed)."""
+        found: dict[int, tuple[int, bytes]] = {}
+        for keyword in self._keywords:
+            hit = buf.find(keyword, start, end)
+            while hit >= 0:
+                newline = buf.rfind(b"\n", start, hit)
+                line_start = start if newline < 0 else newline + 1
+                line_end = buf.find(b"\n", hit, end)
+                line_end = end if line_end < 0 else line_end
+                if (
+                    line_start not in found
+                    and hit - line_start < DEFINER_HEAD
+                    and buf.startswith(self._starts, line_start)
+                ):
+                    line = buf[line_start:line_end]
+                    fixed = self._fix(line)
+                    if fixed is not line:
+                        found[line_start] = (line_end, fixed)
+                hit = buf.find(keyword, line_end, end)
+        return [(begin, stop, fixed) for begin, (stop, fixed) in sorted(found.items())]
 
-    @staticmethod
-    def _may_hold_definer(start: bytes) -> bool:
+    def _may_hold_definer(self, start: bytes) -> bool:
         """Whether a line beginning with ``start`` (maybe not all of its beginning yet) can hold one."""
-        return any(start.startswith(p) or p.startswith(start) for p in _DEFINER_LINES)
+        return any(start.startswith(p) or p.startswith(start) for p in self._starts)
 
     def _fix(self, line: bytes) -> bytes:
         """The line without its definer clauses (the same object if it had none)."""
+        if self._rename is not None and line.startswith(_ALTER_DATABASE_HEAD):
+            target = self._rename
+            fixed, count = _ALTER_DATABASE.subn(lambda _m: target, line[:DEFINER_HEAD], count=1)
+            if not count:
+                return line
+            self.renamed += 1
+            return fixed + line[DEFINER_HEAD:]
         if b"DEFINER" not in line[:DEFINER_HEAD] or not line.startswith(_DEFINER_LINES):
             return line
         head, rest = line[:DEFINER_HEAD], line[DEFINER_HEAD:]
@@ -559,8 +594,11 @@ class MySQLClient(DatabaseClient):
         # stops at the first error with a non-zero exit code (no --force)
         return shlex.join(self._argv("client", "--default-character-set=utf8mb4", "--batch", "--", target_db))
 
-    def restore_filter(self, write: Callable[[memoryview], object]) -> DefinerFilter:
-        return DefinerFilter(write)
+    def restore_filter(
+        self, write: Callable[[memoryview], object], *, source: str | None = None, target: str | None = None
+    ) -> DefinerFilter:
+        rename = (source, target) if source is not None and target is not None else None
+        return DefinerFilter(write, rename=rename)
 
     def schema_digest(self) -> str:
         # --no-data keeps AUTO_INCREMENT counters in the table options: a row added and deleted

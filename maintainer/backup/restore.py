@@ -230,12 +230,22 @@ def _restore(
         exact = not paths and dest == normalized(spec.docroot or manifest.docroot)
         log(f"restoring {sum(1 for e in entries if e.type == 'file')} files to {dest}")
         jobs.append(
-            lambda: _restore_files(transport, spec, store, manifest, entries, dest, exact, deadline, result)
+            _part(
+                "files",
+                lambda: _restore_files(
+                    transport, spec, store, manifest, entries, dest, exact, deadline, result
+                ),
+            )
         )
     if database and manifest.databases:
         assert spec.db is not None
         log(f"restoring database dump into {db_name or spec.db.name}")
-        jobs.append(lambda: _restore_database(transport, spec, store, manifest, db_name, deadline, result))
+        jobs.append(
+            _part(
+                "database",
+                lambda: _restore_database(transport, spec, store, manifest, db_name, deadline, result),
+            )
+        )
     _together(jobs)
     result.duration = time.monotonic() - clock
     problems = []
@@ -256,6 +266,19 @@ def _restore(
             changes=[{"what": "restore", **record}],
         )
     return result
+
+
+def _part(name: str, job: Callable[[], None]) -> Callable[[], None]:
+    """A failure says which part it came from (``outputs["part"]``: files or database)."""
+
+    def run() -> None:
+        try:
+            job()
+        except StepFailed as exc:
+            exc.outputs.setdefault("part", name)
+            raise
+
+    return run
 
 
 def _together(jobs: list[Callable[[], None]]) -> None:
@@ -713,7 +736,7 @@ def _restore_database(
             client.create_database(target)
             created = True
         try:
-            _import_dump(transport, client, store, dump.key, target, deadline)
+            _import_dump(transport, client, store, dump.key, target, deadline, source_db=dump.name)
         except StepFailed as exc:
             if created:
                 with suppress(MaintainerError):
@@ -755,7 +778,14 @@ def _restore_database(
 
 
 def _import_dump(
-    transport: Transport, client: Any, store: Store, key: str, target: str, deadline: Deadline
+    transport: Transport,
+    client: Any,
+    store: Store,
+    key: str,
+    target: str,
+    deadline: Deadline,
+    *,
+    source_db: str | None = None,
 ) -> None:
     try:
         with (
@@ -764,7 +794,7 @@ def _import_dump(
             transport.stream_in(client.restore_command(target)) as sink,
         ):
             # definers other than the importing user would need SUPER: objects become the user's
-            writer = client.restore_filter(sink.write)
+            writer = client.restore_filter(sink.write, source=source_db, target=target)
             pump(source, writer.write if writer else sink.write, deadline)
             if writer:
                 writer.close()
