@@ -159,7 +159,9 @@ class RestoreDrillAction(Action):
             raise type(result.stopped)(drill.summary(), outputs=record, changes=[record])
         if drill.outcome == "failed" or (drill.outcome == "sla_missed" and args.sla_miss == "fail"):
             raise StepFailed(drill.summary(), outputs=record, changes=[record])
-        return ActionResult(outputs={"summary": drill.summary(), **record}, changes=[record], changed=False)
+        # the summary is what the run's table shows for the site
+        summary = {"summary": drill.summary()}
+        return ActionResult(outputs={**summary, **record}, changes=[{**summary, **record}], changed=False)
 
     @staticmethod
     def _drill_host(ctx: StepContext, name: str) -> Site:
