@@ -333,9 +333,16 @@ def collect_drills(entries: Iterable[Mapping[str, Any]]) -> dict[str, list[Drill
 
 
 def _met(value: float | None, target: float | None) -> bool | None:
-    if value is None or target is None:
-        return None
-    return value <= target
+    from .backup.drill import sla_met  # the drill's own rule: drill and report never disagree
+
+    return sla_met(target, value)
+
+
+def _rpo_figure(drill: Drill) -> float | None:
+    """What the rpo target is compared with: the drill's rule (the larger of backup age and max gap)."""
+    from .backup.drill import rpo_exposure
+
+    return rpo_exposure(drill.rpo_seconds, drill.max_gap_seconds)
 
 
 @dataclass
@@ -350,6 +357,8 @@ class SiteReport:
     last_passed: Drill | None
     rto_met: bool | None
     rpo_met: bool | None
+    #: the last drill's entry is at or after the first entry the hash chain failed on
+    unverified: bool
     drills: int
     passed: int
     sla_missed: int
@@ -370,6 +379,7 @@ class SiteReport:
             "site": self.site,
             "status": self.status,
             "reason": self.reason,
+            "evidence_verified": not self.unverified,
             "sla": self.target.record() if self.target else None,
             "rto": {
                 "seconds": last.rto_seconds if last else None,
@@ -412,6 +422,7 @@ def summarise_site(
     stale_after: float,
     since: datetime | None,
     inventory_sla: Target | None = None,
+    verified_before: int | None = None,
 ) -> SiteReport:
     """One site's status from its drills (oldest first).
 
@@ -419,21 +430,33 @@ def summarise_site(
     ``stale`` (the last drill verified the restore but is older than ``stale_after``: the weekly
     drill stopped running); ``sla_missed`` (the last drill verified the restore but missed a target,
     as recorded or against the inventory's current ``sla``); else ``ok``.
+
+    Whatever the target's source, a figure is judged by the drill's own rule (RPO: the larger of the
+    backup's age and the max gap), so a figure above its target is never met; a recorded miss stays
+    a miss. ``verified_before``: drills from entries at or after this seq are not verified evidence
+    (-1: none is; None: all are).
     """
     last = drills[-1] if drills else None
     passed = [d for d in drills if d.outcome == "passed"]
     in_period = [d for d in drills if since is None or d.started >= since]
     target = inventory_sla or (last.recorded_target() if last else None)
     rto_met = rpo_met = None
-    if last is not None and last.outcome != "failed":
-        if target is not None and target.source == "inventory":
-            # the current targets: the worst data loss is the larger of the backup's age and the gap
-            rpo = max((v for v in (last.rpo_seconds, last.max_gap_seconds) if v is not None), default=None)
-            rto_met, rpo_met = _met(last.rto_seconds, target.rto_seconds), _met(rpo, target.rpo_seconds)
-        elif target is not None:  # the drill's own verdict against the targets it was measured with
-            rto_met = None if target.rto_seconds is None else "rto" not in last.sla_missed
-            rpo_met = None if target.rpo_seconds is None else "rpo" not in last.sla_missed
+    if last is not None and last.outcome != "failed" and target is not None:
+        rto_met, rpo_met = (
+            _met(last.rto_seconds, target.rto_seconds),
+            _met(_rpo_figure(last), target.rpo_seconds),
+        )
+        if target.source == "drill":  # a miss the drill recorded against these targets stays a miss
+            rto_met = False if "rto" in last.sla_missed and target.rto_seconds is not None else rto_met
+            rpo_met = False if "rpo" in last.sla_missed and target.rpo_seconds is not None else rpo_met
+    unverified = (
+        last is not None
+        and verified_before is not None
+        and (verified_before < 0 or last.seq is None or last.seq >= verified_before)
+    )
     status, reason = _status(last, rto_met, rpo_met, now=now, stale_after=stale_after)
+    if unverified:
+        reason += " (UNVERIFIED: its change-log entry is not covered by the verified hash chain)"
     return SiteReport(
         site=site,
         status=status,
@@ -443,6 +466,7 @@ def summarise_site(
         last_passed=passed[-1] if passed else None,
         rto_met=rto_met,
         rpo_met=rpo_met,
+        unverified=unverified,
         drills=len(in_period),
         passed=sum(d.outcome == "passed" for d in in_period),
         sla_missed=sum(d.outcome == "sla_missed" for d in in_period),
@@ -563,9 +587,20 @@ def build_report(
 
     per_site = collect_drills(counted())
     wanted = sites if sites is not None else [(name, None) for name in sorted(per_site)]
+    # entries from the first bad one on are not evidence; a chain that failed without naming an
+    # entry (e.g. a wrong --expect-head) vouches for none
+    verified_before = (
+        None if verify.ok else (verify.first_bad_seq if verify.first_bad_seq is not None else -1)
+    )
     rows = [
         summarise_site(
-            name, per_site.get(name, []), now=now, stale_after=stale_after, since=since, inventory_sla=sla
+            name,
+            per_site.get(name, []),
+            now=now,
+            stale_after=stale_after,
+            since=since,
+            inventory_sla=sla,
+            verified_before=verified_before,
         )
         for name, sla in wanted
     ]
@@ -601,8 +636,16 @@ def make_report(
     wanted: list[tuple[str, Target | None]] | None = None
     if inventory is not None:
         sources = ", ".join(str(s) for s in inventory.sources)
-        # bad SLA vars are bad input before the (possibly long) log is read
-        wanted = [(site.name, inventory_target(site, sources)) for site in inventory.select(limit)]
+        # bad SLA vars are bad input before the (possibly long) log is read; hosts that only serve as
+        # other sites' drill_host have nothing to drill (the runbook skips them): not listed
+        from .backup.drill import drill_only_hosts
+
+        helpers = drill_only_hosts(inventory.sites)
+        wanted = [
+            (site.name, inventory_target(site, sources))
+            for site in inventory.select(limit)
+            if site.name not in helpers
+        ]
     changelog_path = changelog_path.absolute()  # the auditor must know exactly which file this was
     log = ChangeLog(changelog_path)
     verify = log.verify(expect_head=expect_head)
@@ -724,9 +767,13 @@ def print_report(report: Report, console: Console) -> None:
         rpo = Text(cells["rpo"], style="red" if site.rpo_met is False else "")
         if cells["gap"]:
             rpo.append(f"\n{cells['gap']}", style="dim")
+        plain = site.unverified and site.status == "ok"
+        status = Text(site.status, style="" if plain else STATUS_STYLE.get(site.status, ""))
+        if site.unverified:
+            status.append("\nUNVERIFIED", style="bold red")
         table.add_row(
             Text(site.site),
-            Text(site.status, style=STATUS_STYLE.get(site.status, "")),
+            status,
             last,
             Text(cells["backup"] or "-"),
             Text(cells["rto"], style="red" if site.rto_met is False else ""),
@@ -781,6 +828,9 @@ tr.row-failed td:first-child, tr.row-never td:first-child { border-left: 5px sol
 tr.row-stale td:first-child { border-left: 5px solid #8e44ad; }
 tr.row-sla_missed td:first-child { border-left: 5px solid #e0a800; }
 tr.row-ok td:first-child { border-left: 5px solid #2e7d32; }
+tr.unverified td:first-child { border-left: 5px dashed #c62828; }
+.s-unverified, [class*="s-unverified-"] { background: #f1f1f1; color: #333; border-color: #888;
+       border-style: dashed; }
 .miss { color: #9b1c12; font-weight: 600; }
 .fail { color: #9b1c12; }
 dl.legend { font-size: 12px; color: #4a5058; margin-top: 18px; }
@@ -816,12 +866,16 @@ def _html_row(site: SiteReport) -> str:
     counted = ""
     if site.drills:
         counted = f"{site.passed} passed, {site.sla_missed} SLA missed, {site.failed} failed"
+    unverified = ' <span class="badge s-unverified">UNVERIFIED</span>' if site.unverified else ""
+    # an unverified OK is not shown green: nothing vouches for it
+    badge = f"unverified-{_e(status)}" if site.unverified and status == "ok" else _e(status)
     rto_class = "num miss" if site.rto_met is False else "num"
     rpo_class = "num miss" if site.rpo_met is False else "num"
     return (
-        f'<tr class="row-{_e(status)}">'
+        f'<tr class="row-{_e(status)}{" unverified" if site.unverified else ""}">'
         f'<td class="site"><strong>{_e(site.site)}</strong></td>'
-        f'<td><span class="badge s-{_e(status)}">{_e(STATUS_LABEL.get(status, status))}</span>'
+        f'<td><span class="badge s-{badge}">'
+        f"{_e(STATUS_LABEL.get(status, status))}</span>{unverified}"
         f"{_small(site.reason)}</td>"
         f"<td>{last}</td>"
         f"<td><code>{_e(cells['backup'] or '-')}</code>{_small(cells['taken'])}</td>"
@@ -891,14 +945,18 @@ from the change log <code>{_e(report.changelog_path)}</code> ({report.entries_re
 </tbody>
 </table>
 <dl class="legend">
-<dt>OK</dt><dd>the last drill restored the backup and verified every file, table and the home page,
-within the SLA.</dd>
+<dt>OK</dt><dd>the last drill restored the backup and verified every file and table, and served its
+home page unless the smoke test was turned off or skipped (see the JSON's smoke_skipped), within the SLA.</dd>
 <dt>SLA MISSED</dt><dd>the last drill restored and verified the backup but missed its RTO or RPO target.</dd>
 <dt>FAILED</dt><dd>the last drill failed: the backup was not proven restorable (see the failure cause).</dd>
 <dt>STALE</dt><dd>no drill for more than {_e(stale)}: the scheduled drill stopped running.</dd>
 <dt>NEVER DRILLED</dt><dd>no restore drill of this site is in the change log.</dd>
-<dt>RTO</dt><dd>from drill start to a verified, serving restored site. RPO: age of the restored backup;
-max gap: the longest time between two backups in the policy window.</dd>
+<dt>UNVERIFIED</dt><dd>the row's drill comes from a change-log entry at or after the first entry the hash
+chain failed on: it may have been altered, whatever its colour says.</dd>
+<dt>RTO</dt><dd>from drill start to a verified, serving restored site (or verified, without a smoke test).
+RPO: age of the restored backup, from when it was taken (started); max gap: the longest time without a
+backup, between two backups or from the newest backup to now, among the gaps reaching into the policy
+window. The RPO target is compared with the larger of the two.</dd>
 <dt>Evidence</dt><dd>re-check the change log with <code>maintainer log verify</code>; every figure above
 comes from its entries (seq and run id given per drill).</dd>
 </dl>

@@ -439,11 +439,15 @@ def _validate_args(
 
 
 def _check_site(step: Step, site: Site, args: dict[str, Any], inventory: Inventory, project: Path) -> None:
-    """The action's own check of the site's vars (e.g. backup settings): bad input names the inventory."""
+    """The action's own check of the site's vars (e.g. backup settings): bad input names the inventory.
+
+    An action that needs the other hosts (restore_drill's drill_host) overrides
+    ``check_site_in_inventory``; every other one ``check_site``.
+    """
     action = registry.get(step.uses)
     assert action is not None
     try:
-        action.check_site(site, action.Args.model_validate(args), project)
+        action.check_site_in_inventory(site, action.Args.model_validate(args), project, inventory)
     except BadInput as exc:
         if exc.file is None:
             exc.file = ", ".join(str(s) for s in inventory.sources)
@@ -865,10 +869,14 @@ class Executor:
         ]
         if interrupted:
             result.status = SITE_INTERRUPTED
+            # say "rolled back" only when something was
+            undo = {"ok": "rolled back", "failed": "ROLLBACK FAILED: check the site now"}.get(
+                result.rollback, "nothing to roll back"
+            )
             result.error = (
-                f"interrupted while step '{stopped}' ran (it was stopped); rolled back"
+                f"interrupted while step '{stopped}' ran (it was stopped); {undo}"
                 if stopped
-                else "interrupted before the next step; rolled back"
+                else f"interrupted before the next step; {undo}"
             )
         elif failure:
             result.status, result.error = SITE_FAILED, failure

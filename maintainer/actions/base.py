@@ -19,7 +19,7 @@ from ..redact import Redactor
 from ..transport import CommandResult, Transport
 
 if TYPE_CHECKING:
-    from ..inventory import Site
+    from ..inventory import Inventory, Site
 
 
 #: a string-typed argument that also takes numbers and booleans (a rendered "{{ 90 }}" is an int)
@@ -126,6 +126,10 @@ class Action:
 
         ``project_dir`` is where relative files (templates, feeds) are looked up.
         """
+
+    def check_site_in_inventory(self, site: Site, args: Any, project_dir: Path, inventory: Inventory) -> None:
+        """``check_site`` for checks that need the inventory's other hosts (the engine calls this one)."""
+        self.check_site(site, args, project_dir)
 
     def dry_run(self, ctx: StepContext, args: Any) -> dict[str, Any]:
         """What the step would do, without changing anything (shown by --dry-run)."""

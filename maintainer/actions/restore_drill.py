@@ -21,9 +21,12 @@ from ..backup.drill import (
     DrillPlace,
     drill_database,
     drill_host_name,
+    drill_only_hosts,
     drill_settings,
+    human_span,
     max_gap,
     parse_duration,
+    rpo_exposure,
     run_drill,
     scratch_db_name,
     site_sla,
@@ -31,7 +34,7 @@ from ..backup.drill import (
 from ..backup.manifest import backup_ids, find_backup, time_of
 from ..backup.streams import Deadline
 from ..errors import BackupDamaged, BadInput, StepFailed, StoreError
-from ..inventory import load_inventory
+from ..inventory import Inventory, load_inventory
 from ..transport import Transport, host_key, make_transport
 from .base import Action, ActionResult, Args, StepContext, Text
 
@@ -66,31 +69,58 @@ class RestoreDrillAction(Action):
     Args = RestoreDrillArgs
     summary = "restore a backup into a scratch dir and database, verify and serve it, measure RTO/RPO"
 
+    def check_site_in_inventory(
+        self, site: Site, args: RestoreDrillArgs, project_dir: Path, inventory: Inventory
+    ) -> None:
+        """The engine's plan-time hook with the inventory: drill_host must be one of its hosts, and a
+        host that only serves as another site's drill_host is not checked as a site (it is skipped)."""
+        if site.name in drill_only_hosts(inventory.sites):
+            return
+        self.check_site(site, args, project_dir)
+        name = drill_host_name(site)
+        if name is not None and name not in {s.name for s in inventory.sites}:
+            raise BadInput(
+                f"site '{site.name}': drill_host '{name}' is not a host of the inventory.",
+                key="drill_host",
+                fix="add that host to the inventory (with its connection vars), or remove drill_host "
+                "to drill on the site's own host.",
+            )
+
     def check_site(self, site: Site, args: RestoreDrillArgs, project_dir: Path) -> None:
         spec, store = check_site_backup(site)
         site_sla(site)
         settings = drill_settings(site)
-        drill_host_name(site)  # its type here; that it exists needs the inventory (checked at run)
+        drill_host_name(site)  # its type; that it names a host: check_site_in_inventory
         if spec.docroot is None and settings.scratch_dir is None and spec.db is None:
             raise BadInput(f"site '{site.name}' has nothing to drill.", key="docroot")
-        if args.backup not in ("", "latest"):
+        _check_scratch_dir(site, settings.scratch_dir, spec.docroot)
+        if not args.backup.strip():
+            raise BadInput(
+                f"site '{site.name}': the backup to drill is empty (-p backup=).",
+                file="",  # the param, not an inventory key
+                fix="give -p backup=latest (the default: the newest backup) or a backup id from "
+                "'maintainer backups list SITE'.",
+            )
+        if args.backup != "latest":
             try:
                 find_backup(store, args.backup)
-            except BackupDamaged as exc:
-                raise BadInput(
-                    f"site '{site.name}': {exc}.", key="backup", fix="pick an id from 'backups list SITE'."
-                ) from None
+            except BackupDamaged:
+                raise _unknown_backup(site, args.backup, store) from None
             except StoreError:
                 return  # the run records a store that cannot be read
 
     def dry_run(self, ctx: StepContext, args: RestoreDrillArgs) -> dict[str, Any]:
+        skip = self._skip_reason(ctx)
+        if skip is not None:
+            return {"summary": f"skipped: {skip}", "skipped": skip}
         spec = site_backup(ctx.site)
         store = spec.store()
         manifest = find_backup(store, args.backup)
         now = datetime.now(UTC)
-        finished = datetime.fromisoformat(manifest.finished)
+        taken = datetime.fromisoformat(manifest.started)
+        age = max(0.0, (now - taken).total_seconds())
         ids = backup_ids(store)
-        gap = max_gap([time_of(i) for i in ids], finished, now, timedelta(seconds=args.window_seconds))
+        gap = max_gap([time_of(i) for i in ids], now, timedelta(seconds=args.window_seconds))
         host_name = drill_host_name(ctx.site)
         host_site = self._drill_host(ctx, host_name) if host_name else None
         host = host_site.name if host_site is not None else ctx.site.name
@@ -101,17 +131,18 @@ class RestoreDrillAction(Action):
         tables = sum(len(d.tables) for d in manifest.databases)
         return {
             "summary": (
-                f"would drill backup {manifest.id} (finished {manifest.finished}) on {host}: {files} files "
+                f"would drill backup {manifest.id} (taken {manifest.started}) on {host}: {files} files "
                 f"into {posixpath.join(root, SCRATCH_PREFIX + 'XXXXXX')}"
                 + (f", the dump into database {db}" if db else "")
                 + f", verify {tables} tables"
                 + (", serve it with php -S and fetch its home page" if smoke else "")
-                + f"; then remove all of it. RPO now {now - finished}, largest gap {timedelta(seconds=gap)}"
+                + f"; then remove all of it. RPO now {human_span(age)}, largest gap {human_span(gap)}"
+                + f" (compared with the rpo target: {human_span(rpo_exposure(age, gap) or 0)})"
             ),
             "would_drill": manifest.id,
             "drill_host": host,
             "scratch": {"dir": posixpath.join(root, SCRATCH_PREFIX + "XXXXXX"), "db": db},
-            "rpo_seconds": round((now - finished).total_seconds(), 3),
+            "rpo_seconds": round(age, 3),
             "max_gap_seconds": round(gap, 3),
             "files": files,
             "tables": tables,
@@ -119,6 +150,11 @@ class RestoreDrillAction(Action):
         }
 
     def run(self, ctx: StepContext, args: RestoreDrillArgs) -> ActionResult:
+        skip = self._skip_reason(ctx)
+        if skip is not None:
+            ctx.log(f"skipped: {skip}")
+            note = {"what": "restore_drill_skipped", "reason": skip}
+            return ActionResult(outputs={"summary": f"skipped: {skip}", "skipped": skip}, changes=[note])
         spec = site_backup(ctx.site)
         store = spec.store()
         settings = drill_settings(ctx.site)
@@ -164,6 +200,21 @@ class RestoreDrillAction(Action):
         return ActionResult(outputs={**summary, **record}, changes=[{**summary, **record}], changed=False)
 
     @staticmethod
+    def _skip_reason(ctx: StepContext) -> str | None:
+        """Why this host is not drilled: it only serves as other sites' drill_host (no backup of its own)."""
+        raw = ctx.site.vars.get("backup")
+        if raw is not None and not (isinstance(raw, dict) and "target" not in raw):
+            return None  # a site with a backup target: always drilled
+        inventory = load_inventory(ctx.inventory_sources, vault_password_file=ctx.vault_password_file)
+        users = drill_only_hosts(inventory.sites).get(ctx.site.name)
+        if not users:
+            return None
+        return (
+            f"{ctx.site.name} only serves as the drill_host of {', '.join(users)} and has no backup "
+            "of its own to drill"
+        )
+
+    @staticmethod
     def _drill_host(ctx: StepContext, name: str) -> Site:
         inventory = load_inventory(ctx.inventory_sources, vault_password_file=ctx.vault_password_file)
         for site in inventory.sites:
@@ -183,8 +234,39 @@ def _scratch_root(site: Site, host: Site | None) -> str:
         return settings.scratch_dir
     if host is not None:
         return drill_settings(host).scratch_dir or DEFAULT_REMOTE_SCRATCH
-    docroot = site.vars.get("docroot")
-    return posixpath.dirname(str(docroot).rstrip("/")) if docroot else DEFAULT_REMOTE_SCRATCH
+    tree = site_backup(site).docroot  # backup.root when set: the scratch copy goes beside it, never in it
+    return posixpath.dirname(tree.rstrip("/")) if tree else DEFAULT_REMOTE_SCRATCH
+
+
+def _check_scratch_dir(site: Site, scratch_dir: str | None, docroot: str | None) -> None:
+    """drill.scratch_dir must not be the docroot or inside it: the drill would write into the live site."""
+    if scratch_dir is None or docroot is None:
+        return
+    scratch = posixpath.normpath(scratch_dir)
+    root = posixpath.normpath(docroot)
+    if scratch == root or scratch.startswith(root.rstrip("/") + "/"):
+        raise BadInput(
+            f"site '{site.name}': drill.scratch_dir '{scratch_dir}' is "
+            + ("the docroot" if scratch == root else f"inside the docroot {docroot}")
+            + ": the drill would write its scratch copy into the live site.",
+            key="drill.scratch_dir",
+            fix="give a directory outside the docroot (e.g. /var/tmp), or remove it (the docroot's parent).",
+        )
+
+
+def _unknown_backup(site: Site, wanted: str, store: Any) -> BadInput:
+    """``-p backup=ID`` names no single backup: say so, with the newest ids first."""
+    ids = backup_ids(store)
+    matches = [i for i in ids if i.startswith(wanted)]
+    what = f"matches {len(matches)} backups" if len(matches) > 1 else "matches no backup"
+    newest = ", ".join(reversed((matches if len(matches) > 1 else ids)[-5:]))
+    listed = f" (newest first: {newest})" if newest else " (there is no backup yet)"
+    return BadInput(
+        f"site '{site.name}': -p backup={wanted} {what} in {store.location}{listed}.",
+        file="",  # the runbook's param, not an inventory key
+        fix="give a backup id (or a unique prefix of one) from 'maintainer backups list SITE', "
+        "or -p backup=latest.",
+    )
 
 
 def _marker(site: Site) -> str | None:

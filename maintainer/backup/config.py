@@ -15,6 +15,7 @@ Every problem is ``BadInput`` naming the site and the key, before anything runs.
 
 from __future__ import annotations
 
+import posixpath
 import types
 from dataclasses import dataclass
 from typing import Any, Union, get_args, get_origin
@@ -32,6 +33,9 @@ class BackupSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     target: str
+    #: back up this directory instead of the docroot: a Composer project (Drupal's composer.json,
+    #: composer.lock and vendor/ beside a web/ docroot), which an update's rollback must restore whole
+    root: str | None = None
     #: a pattern with a '/' matches the path from the docroot, one without matches a name anywhere
     exclude: list[str] = Field(default_factory=list)
     retention: RetentionPolicy = Field(default_factory=RetentionPolicy)
@@ -49,9 +53,19 @@ class SiteBackup:
     """What to back up for one site, and where to."""
 
     site: str
+    #: the directory backed up and restored: backup.root, else the site's docroot
     docroot: str | None
     settings: BackupSettings
     db: DatabaseSettings | None
+    #: the site's own docroot (what a web server serves), inside ``docroot``
+    web_root: str | None = None
+
+    def web_subdir(self) -> str:
+        """Where the served docroot is inside the backed-up tree ('' when they are the same)."""
+        if not self.docroot or not self.web_root:
+            return ""
+        rel = posixpath.relpath(posixpath.normpath(self.web_root), posixpath.normpath(self.docroot))
+        return "" if rel == "." else rel
 
     def store(self) -> Store:
         return open_store(self.settings.target, self.site, self.settings.s3)
@@ -81,7 +95,23 @@ def site_backup(site: Site) -> SiteBackup:
             key="docroot",
             fix="set docroot (the site's files) and/or db (its database) in the inventory.",
         )
-    return SiteBackup(site.name, str(docroot) if docroot is not None else None, settings, db)
+    web_root = str(docroot) if docroot is not None else None
+    root = settings.root
+    if root is not None:
+        norm_root = posixpath.normpath(root)
+        if not root.startswith("/") or (
+            web_root is not None
+            and posixpath.commonpath([norm_root, posixpath.normpath(web_root)]) != norm_root
+        ):
+            raise BadInput(
+                f"site '{site.name}': backup.root '{root}' must be an absolute path that holds the docroot"
+                f" ({web_root}).",
+                key="backup.root",
+                fix="set backup.root to the project directory the docroot is in (e.g. /var/www/shop for "
+                "/var/www/shop/web), or remove it to back up the docroot.",
+            )
+        return SiteBackup(site.name, norm_root, settings, db, web_root)
+    return SiteBackup(site.name, web_root, settings, db, web_root)
 
 
 def check_site_backup(site: Site) -> tuple[SiteBackup, Store]:

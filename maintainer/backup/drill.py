@@ -1,19 +1,23 @@
 """A restore drill: prove that a backup restores, and measure how long it takes (RTO) and how old it is (RPO).
 
 The drill restores one backup (the latest, or a given id) into a scratch target that never touches
-the live site: a directory ``<drill.scratch_dir or the docroot's parent>/.maintainer-drill-<token>``
+the live site: a directory ``<drill.scratch_dir or the docroot's parent>/.maintainer-drill-<site>-<token>``
 and a database ``<db>_drill_<token>`` on the site's database server (or, with ``drill_host``, both
 on that host and its database server). ``restore_backup`` writes the files and imports the dump;
 as it writes, it checks every file against its SHA-256 in the manifest and afterwards every
 table's row count and ``CHECKSUM TABLE`` against the figures recorded at backup time (tables
 written to during the backup are skipped and counted). Then the restored docroot is served on a
-free port of 127.0.0.1 on the drill host by PHP's built-in server (WordPress: its scratch copy's
-wp-config.php and ``siteurl``/``home`` point at the scratch database and port) and its home page
-must answer 200, show the site's ``health_marker`` and no PHP fatal error.
+free port of 127.0.0.1 on the drill host by PHP's built-in server and its home page
+must answer 200, show the site's ``health_marker`` and no PHP fatal error. The copy is never
+served against the live database: WordPress, Drupal and Joomla configs are rewritten to the scratch
+database; any other site with a database must declare ``drill.config_rewrite`` / ``drill.smoke_env``,
+or its smoke test is skipped (recorded with why).
 
 Whatever happens, including a stop request, the scratch target is removed in ``finally``: the PHP
 server by its process group (and, should the controller die, by the ``timeout`` it runs under),
-the directory, the database; each removal is checked, and anything left behind is named.
+the directory, the database; each removal is checked, and anything left behind is named. A drill
+killed outright cannot clean up: the next drill of the site (under the site's lock) removes the
+leftovers first and records that.
 
 The result is one record (``DrillRecord.record()``), the change-log entry ``drills report`` reads.
 """
@@ -38,7 +42,7 @@ from ..inventory import Site
 from ..transport import Transport
 from .config import SiteBackup
 from .database import DatabaseSettings, MySQLClient, db_client
-from .manifest import Manifest, backup_ids, find_backup, load_manifest, time_of
+from .manifest import Manifest, backup_ids, find_backup, time_of
 from .restore import restore_backup
 from .store import Store
 from .streams import Deadline
@@ -75,6 +79,28 @@ class Sla:
         return {"rto_seconds": self.rto, "rpo_seconds": self.rpo}
 
 
+#: placeholders of ``drill.config_rewrite[].replace`` and ``drill.smoke_env`` values
+PLACEHOLDERS = ("{db}", "{db_host}", "{db_port}", "{db_user}", "{db_password}", "{url}")
+
+
+class ConfigRewrite(BaseModel):
+    """One edit of the scratch copy: in ``file`` (relative to the docroot) ``search`` becomes ``replace``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str
+    search: str = Field(min_length=1)
+    replace: str
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        parts = value.split("/")
+        if not value or value.startswith("/") or ".." in parts:
+            raise ValueError(f"must be a path relative to the docroot, without '..', got '{value}'")
+        return value
+
+
 class DrillSettings(BaseModel):
     """The inventory var ``drill`` of a site (every key optional)."""
 
@@ -88,6 +114,18 @@ class DrillSettings(BaseModel):
     smoke_path: str = "/"
     #: how long the restored site may take to answer
     smoke_timeout: float = Field(default=60.0, gt=0)
+    #: edits that point a custom site's scratch copy at the scratch database (placeholders: PLACEHOLDERS)
+    config_rewrite: list[ConfigRewrite] = Field(default_factory=list)
+    #: environment of the PHP server serving the scratch copy (for sites that read their db from it)
+    smoke_env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("smoke_env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"'{name}' is not an environment variable name")
+        return value
 
     @field_validator("scratch_dir")
     @classmethod
@@ -179,6 +217,29 @@ def drill_host_name(site: Site) -> str | None:
     return None if raw == site.name else raw
 
 
+def drill_only_hosts(sites: list[Site]) -> dict[str, list[str]]:
+    """Hosts that serve only as other sites' ``drill_host`` (no backup of their own): name -> those sites.
+
+    They are not drilled (there is nothing of theirs to restore), and ``drills report`` leaves them out.
+    """
+    named: dict[str, list[str]] = {}
+    for site in sites:
+        host = site.vars.get("drill_host")
+        if isinstance(host, str) and host and host != site.name:
+            named.setdefault(host, []).append(site.name)
+    by_name = {site.name: site for site in sites}
+    return {
+        name: users
+        for name, users in named.items()
+        if name in by_name and not _has_backup_target(by_name[name])
+    }
+
+
+def _has_backup_target(site: Site) -> bool:
+    raw = site.vars.get("backup")
+    return raw is not None and not (isinstance(raw, dict) and "target" not in raw)
+
+
 def drill_database(site: Site, host: Site | None, spec: SiteBackup) -> DatabaseSettings | None:
     """Where the scratch database goes: the drill host's ``db`` server if it has one, else the site's."""
     if host is not None and isinstance(host.vars.get("db"), dict):
@@ -191,22 +252,42 @@ def drill_database(site: Site, host: Site | None, spec: SiteBackup) -> DatabaseS
 # ------------------------------------------------------------------ figures
 
 
-def max_gap(starts: list[datetime], newest_finished: datetime, now: datetime, window: timedelta) -> float:
-    """The longest time within ``window`` before ``now`` without a newer recovery point, in seconds.
+def max_gap(starts: list[datetime], now: datetime, window: timedelta) -> float:
+    """The longest time without a newer recovery point, among the gaps that reach into ``window``.
 
-    Gaps run between the start times of consecutive complete backups (each one's point in
-    time), and from the newest backup's finish to ``now``; each is clipped to the window. A
-    backup older than the window only anchors the first gap.
+    A backup's recovery point is its start (the dump is taken then). Gaps run between the starts
+    of consecutive complete backups, and from the newest start to ``now``. A gap that ended
+    before the window is left out; one that reaches into it counts whole (not cut at the window's
+    start: a week without backups is a week, whatever the window). No backup at all: the window.
     """
     window_start = now - window
     ordered = sorted(starts)
-    intervals = [*itertools.pairwise(ordered), (newest_finished, now)]
+    if not ordered:
+        return window.total_seconds()
+    intervals = [*itertools.pairwise(ordered), (ordered[-1], now)]
     longest = 0.0
     for begin, end in intervals:
         if end <= window_start:
             continue
-        longest = max(longest, (end - max(begin, window_start)).total_seconds())
+        longest = max(longest, (end - begin).total_seconds())
     return longest
+
+
+def rpo_exposure(rpo_seconds: float | None, max_gap_seconds: float | None) -> float | None:
+    """The figure the SLA's ``rpo`` target is compared with, by the drill and by ``drills report`` alike.
+
+    The worst data loss the evidence shows: the restored backup's age (now - its start), or the
+    longest gap without a backup, whichever is larger. None when neither is known.
+    """
+    figures = [v for v in (rpo_seconds, max_gap_seconds) if v is not None]
+    return max(figures) if figures else None
+
+
+def sla_met(target: float | None, figure: float | None) -> bool | None:
+    """Whether a figure is within its target; None without a target or a figure."""
+    if target is None or figure is None:
+        return None
+    return figure <= target
 
 
 def sla_misses(sla: Sla | None, rto: float | None, rpo: float | None) -> list[tuple[str, str]]:
@@ -215,7 +296,8 @@ def sla_misses(sla: Sla | None, rto: float | None, rpo: float | None) -> list[tu
     if sla is None:
         return misses
     for name, target, got in (("rto", sla.rto, rto), ("rpo", sla.rpo, rpo)):
-        if target is not None and got is not None and got > target:
+        if sla_met(target, got) is False:
+            assert target is not None and got is not None
             misses.append(
                 (
                     name,
@@ -223,6 +305,11 @@ def sla_misses(sla: Sla | None, rto: float | None, rpo: float | None) -> list[tu
                 )
             )
     return misses
+
+
+def human_span(seconds: float) -> str:
+    """``45.1s``, ``3.3m``, ``25.0h``, ``8.0d``: figures in messages."""
+    return _span(seconds)
 
 
 def _span(seconds: float) -> str:
@@ -275,6 +362,10 @@ class DrillRecord:
     tables_verified: int = 0
     tables_skipped: int = 0
     smoke: dict[str, Any] | None = None
+    #: why the smoke test did not run (None: it ran, or was turned off by drill.smoke / -p smoke=false)
+    smoke_skipped: str | None = None
+    #: what was left of earlier drills of the site that were killed outright, removed by this one
+    leftovers_removed: list[str] = field(default_factory=list)
     drill_host: str = ""
     scratch: dict[str, str | None] = field(default_factory=lambda: {"dir": None, "db": None})
     cleanup: str = "ok"
@@ -306,9 +397,17 @@ class DrillRecord:
             f"restore drill of backup {self.backup} {where}: {self.files_verified} files and "
             f"{self.tables_verified} tables verified"
             + (f" ({self.tables_skipped} skipped)" if self.tables_skipped else "")
-            + (f", home page {self.smoke['status']}" if self.smoke else ", smoke test skipped")
+            + (
+                f", home page {self.smoke['status']}"
+                if self.smoke
+                else f", smoke test skipped ({self.smoke_skipped})"
+                if self.smoke_skipped
+                else ", smoke test skipped"
+            )
             + f"; {rto}, {rpo}{gap}"
         )
+        if self.leftovers_removed:
+            text += "; " + leftovers_note(self.leftovers_removed)
         if self.sla_missed:
             text += "; SLA missed: " + "; ".join(self.sla_reasons)
         return text
@@ -333,11 +432,17 @@ class DrillRecord:
             "tables_verified": self.tables_verified,
             "tables_skipped": self.tables_skipped,
             "smoke": dict(self.smoke) if self.smoke is not None else None,
+            "smoke_skipped": self.smoke_skipped,
+            "leftovers_removed": list(self.leftovers_removed),
             "drill_host": self.drill_host,
             "scratch": dict(self.scratch),
             "cleanup": self.cleanup,
             "timings": {stage: round(seconds, 3) for stage, seconds in self.timings.items()},
         }
+
+
+def leftovers_note(removed: list[str]) -> str:
+    return "removed leftovers of an earlier interrupted drill: " + "; ".join(removed)
 
 
 def _round(value: float | None) -> float | None:
@@ -408,12 +513,17 @@ class _Drill:
         self.record.started = _iso(now)
         stopped: StepFailed | None = None
         try:
+            self._stage("leftovers", self._remove_leftovers)
             manifest = self._stage("fetch", lambda: self._fetch(now))
             verified = self._stage("restore", lambda: self._restore(manifest))
             if self.smoke_on and self.settings.smoke and self.spec.docroot and manifest.docroot:
-                self._stage("prepare", lambda: self._prepare(manifest))
-                self._stage("smoke", self._smoke)
-                verified = time.monotonic() - self.clock  # verified and serving
+                skip = self._stage("prepare", lambda: self._prepare(manifest))
+                if skip is None:
+                    self._stage("smoke", self._smoke)
+                    verified = time.monotonic() - self.clock  # verified and serving
+                else:
+                    self.record.smoke_skipped = skip
+                    self.log(f"smoke: skipped: {skip}")
             else:
                 self.log("smoke test skipped (drill.smoke / -p smoke=false, or no docroot in the backup)")
             self.record.rto_seconds = verified
@@ -421,7 +531,8 @@ class _Drill:
             pass  # in the record already
         except (StepCancelled, StepTimeout) as exc:
             stopped = exc
-            self.record.fail(self._stage_of(exc), f"stopped: {exc}")
+            text = str(exc)
+            self.record.fail(self._stage_of(exc), text if text.startswith("stopped") else f"stopped: {text}")
         except MaintainerError as exc:  # a store that cannot be read, a lost connection
             self.record.fail(self._stage_of(exc), str(exc))
         finally:
@@ -429,9 +540,10 @@ class _Drill:
             self._cleanup()
             self.record.timings["cleanup"] = time.monotonic() - started
         if self.record.failure is None:
-            rpo = self.record.max_gap_seconds
             misses = sla_misses(
-                self.record.sla, self.record.rto_seconds, self.record.rpo_seconds if rpo is None else rpo
+                self.record.sla,
+                self.record.rto_seconds,
+                rpo_exposure(self.record.rpo_seconds, self.record.max_gap_seconds),
             )
             self.record.sla_missed = [name for name, _ in misses]
             self.record.sla_reasons = [why for _, why in misses]
@@ -446,7 +558,7 @@ class _Drill:
         part = exc.outputs.get("part") if isinstance(exc, StepFailed) else None
         if self._current == "restore":
             return str(part) if part in ("files", "database") else "files"
-        return {"prepare": "smoke"}.get(self._current, self._current)
+        return {"prepare": "smoke", "leftovers": "fetch"}.get(self._current, self._current)
 
     def _stage(self, name: str, work: Callable[[], Any]) -> Any:
         self._current = name
@@ -455,6 +567,64 @@ class _Drill:
             return work()
         finally:
             self.record.timings[name] = time.monotonic() - started
+
+    # -- leftovers of a drill killed outright ---------------------------------------
+
+    @property
+    def _dir_prefix(self) -> str:
+        """``<scratch root>/.maintainer-drill-<site>-``: this site's scratch dirs, and no other site's."""
+        return posixpath.join(self.place.scratch_root, f"{SCRATCH_PREFIX}{_name_part(self.spec.site)}-")
+
+    def _remove_leftovers(self) -> None:
+        """Remove what a drill of this site that was killed outright (SIGKILL, OOM) left behind.
+
+        Safe: the drill holds the site's lock, so no other drill of this site runs; scratch dirs
+        carry the site's name, and scratch databases the site's database name.
+        """
+        removed: list[str] = []
+        prefix = self._dir_prefix
+        if self.spec.docroot is not None:
+            found = self.transport.run(
+                ["find", self.place.scratch_root, "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                 "-name", posixpath.basename(prefix) + "??????"],
+                timeout=60, cancel=self.deadline.cancel,
+            )  # fmt: skip
+            dirs = [d for d in found.stdout.splitlines() if _SCRATCH_TOKEN.fullmatch(d.removeprefix(prefix))]
+            groups = self._leftover_servers(prefix)
+            for group in groups:
+                still_there = self._stop_server(group)
+                if not still_there:
+                    removed.append(f"PHP server (process group {group}) killed")
+            for path in dirs:
+                if self._run(f"rm -rf -- {shlex.quote(path)}; test ! -e {shlex.quote(path)}"):
+                    removed.append(f"scratch dir {path} removed")
+                else:
+                    self.log(f"could not remove the leftover scratch dir {path} on {self.transport.label}")
+        db = self.place.db
+        if self.spec.db is not None and db is not None:
+            head = scratch_db_name(self.spec.db.name, "")
+            with db_client(self.transport, db, self.deadline.cancel, timeout=60) as client:
+                for name in _scratch_databases(client, head):
+                    client.drop_database(name)
+                    if client.database_exists(name):
+                        self.log(f"could not drop the leftover scratch database '{name}' on {db.where()}")
+                    else:
+                        removed.append(f"scratch database '{name}' dropped")
+        if removed:
+            self.record.leftovers_removed = removed
+            self.log(leftovers_note(removed))
+
+    def _leftover_servers(self, prefix: str) -> list[int]:
+        """Process groups of PHP servers that serve one of this site's scratch dirs."""
+        listed = self.transport.run(["ps", "-eo", "pgid=,args="], timeout=60, cancel=self.deadline.cancel)
+        groups: set[int] = set()
+        for line in listed.stdout.splitlines():
+            group, _, args = line.strip().partition(" ")
+            if prefix in args and "php" in args and group.isdigit() and int(group) > 1:
+                groups.add(int(group))
+        return sorted(groups)
+
+    # -- fetch and restore ----------------------------------------------------------
 
     def _fetch(self, now: datetime) -> Manifest:
         try:
@@ -465,16 +635,12 @@ class _Drill:
         record.backup = manifest.id
         record.backup_taken = manifest.started
         record.backup_finished = manifest.finished
-        finished = datetime.fromisoformat(manifest.finished)
-        record.rpo_seconds = max(0.0, (now - finished).total_seconds())
-        ids = backup_ids(self.store)
-        newest_finished = finished
-        if ids and ids[-1] != manifest.id:
-            newest_finished = datetime.fromisoformat(load_manifest(self.store, ids[-1]).finished)
-        record.max_gap_seconds = max_gap(
-            [time_of(i) for i in ids], newest_finished, now, timedelta(seconds=self.window)
-        )
-        self.log(f"drilling backup {manifest.id} (finished {manifest.finished}) on {self.place.host}")
+        # the recovery point is when the backup started: the dump holds the data of that moment
+        taken = datetime.fromisoformat(manifest.started)
+        record.rpo_seconds = max(0.0, (now - taken).total_seconds())
+        starts = [time_of(i) for i in backup_ids(self.store)]
+        record.max_gap_seconds = max_gap(starts, now, timedelta(seconds=self.window))
+        self.log(f"drilling backup {manifest.id} (taken {manifest.started}) on {self.place.host}")
         return manifest
 
     def _restore(self, manifest: Manifest) -> float:
@@ -489,7 +655,7 @@ class _Drill:
                 "restore it with",
             )  # fmt: skip
         if files:
-            self.scratch_dir = posixpath.join(place.scratch_root, SCRATCH_PREFIX + self.token)
+            self.scratch_dir = self._dir_prefix + self.token
             record.scratch["dir"] = self.scratch_dir
             made = self.transport.run(
                 ["mkdir", "-m", "700", "--", self.scratch_dir], timeout=60, cancel=self.deadline.cancel
@@ -524,9 +690,23 @@ class _Drill:
         except StepFailed as exc:
             self._count(exc.outputs, manifest)
             part = str(exc.outputs.get("part") or ("database" if database and not files else "files"))
-            raise _Failed.at(record, part, str(exc)) from None
+            message = str(exc)
+            if part == "database" and self.scratch_db and _denied(message):
+                message += ". " + self._grant_hint(manifest.databases[0].name)
+            raise _Failed.at(record, part, message) from None
         self._count(result.record(), manifest)
         return time.monotonic() - self.clock
+
+    def _grant_hint(self, source: str) -> str:
+        db = self.place.db
+        assert db is not None
+        pattern = scratch_db_name(source, "").replace("_", "\\_") + "%"
+        return (
+            f"The drill needs its database user '{db.user}' to create and drop scratch databases "
+            f"'{scratch_db_name(source, '')}*' on {db.where()}: "
+            f"GRANT ALL ON `{pattern}`.* TO '{db.user}'@... "
+            "(see docs/DRILLS.md, 'Where the scratch target goes')"
+        )
 
     def _count(self, done: dict[str, Any], manifest: Manifest) -> None:
         record = self.record
@@ -541,44 +721,165 @@ class _Drill:
 
     @property
     def _site_dir(self) -> str:
+        """Where the backed-up tree is restored."""
         assert self.scratch_dir is not None
         return posixpath.join(self.scratch_dir, "site")
 
-    def _prepare(self, manifest: Manifest) -> None:
-        """WordPress: the scratch copy's wp-config.php and siteurl/home point at the scratch target."""
+    @property
+    def _web_dir(self) -> str:
+        """The restored docroot: served, and where the CMS's config is (below _site_dir with backup.root)."""
+        sub = self.spec.web_subdir()
+        return posixpath.join(self._site_dir, sub) if sub else self._site_dir
+
+    # -- pointing the copy at the scratch database -------------------------------------
+
+    def _prepare(self, manifest: Manifest) -> str | None:
+        """Point the scratch copy at the scratch database (and its own URL); why not to serve it, or None.
+
+        The copy must never be served against the live database: a request would read and write
+        live data. WordPress, Drupal and Joomla are rewritten here; any other site with a database
+        must say how (drill.config_rewrite / drill.smoke_env), or its smoke test is skipped.
+        """
         self.port = self._free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        if self.cms != "wordpress":
-            return
-        path = posixpath.join(self._site_dir, "wp-config.php")
-        text = self.transport.read_file(path)
-        if text is None:
-            raise _Failed.at(self.record, "smoke", f"the restored copy has no wp-config.php ({path})")
-        config = text.decode("utf-8", "surrogateescape")
+        declared = bool(self.settings.config_rewrite or self.settings.smoke_env)
+        has_db = self.spec.db is not None
+        if has_db and self.scratch_db is None:
+            # no dump restored: the copy's config can only name the live database
+            return "the backup holds no database, so the copy's config would use the live database"
+        rewrite = {"wordpress": self._wordpress, "drupal": self._drupal, "joomla": self._joomla}.get(self.cms)
+        if rewrite is not None and has_db:
+            rewrite()
+        elif has_db and not declared:
+            return (
+                f"the copy's config would use the live database (cms '{self.cms or 'unset'}': the drill "
+                "cannot rewrite it by itself); set drill.config_rewrite (or drill.smoke_env) in the site's "
+                "inventory vars to point it at the scratch database {db}, see docs/DRILLS.md"
+            )
+        for index, edit in enumerate(self.settings.config_rewrite):
+            self._rewrite(index, edit)
+        return None
+
+    def _values(self) -> dict[str, str]:
+        """What the placeholders stand for: the scratch database (on the drill's server), the copy's URL."""
+        db = self.place.db
+        values = {"{db}": self.scratch_db or "", "{url}": self.url}
+        if db is not None:
+            values.update({
+                "{db_host}": db.host, "{db_port}": str(db.port or ""), "{db_user}": db.user,
+                "{db_password}": db.password or "",
+            })  # fmt: skip
+        return values
+
+    def _fill(self, text: str) -> str:
+        for token, value in self._values().items():
+            text = text.replace(token, value)
+        return text
+
+    def _read_config(self, relative: str) -> tuple[str, str] | None:
+        path = posixpath.join(self._web_dir, relative)
+        data = self.transport.read_file(path)
+        return None if data is None else (path, data.decode("utf-8", "surrogateescape"))
+
+    def _write_config(self, path: str, text: str) -> None:
+        self.transport.write_file(path, text.encode("utf-8", "surrogateescape"), mode=0o600)
+
+    def _rewrite(self, index: int, edit: ConfigRewrite) -> None:
+        found = self._read_config(edit.file)
+        key = f"drill.config_rewrite[{index}]"
+        if found is None:
+            raise _Failed.at(self.record, "smoke", f"{key}: the restored copy has no file '{edit.file}'")
+        path, text = found
+        if edit.search not in text:
+            raise _Failed.at(
+                self.record, "smoke", f"{key}: '{edit.search}' is not in {edit.file} of the restored copy, "
+                "so the copy would keep its live settings; fix the search text",
+            )  # fmt: skip
+        self._write_config(path, text.replace(edit.search, self._fill(edit.replace)))
+
+    def _wordpress(self) -> None:
+        """wp-config.php: DB_NAME (and credentials), WP_HOME/WP_SITEURL; the options siteurl/home."""
+        found = self._read_config("wp-config.php")
+        if found is None:
+            raise _Failed.at(
+                self.record, "smoke", f"the restored copy has no wp-config.php (in {self._web_dir})"
+            )
+        path, config = found
         prefix_match = re.search(r"""\$table_prefix\s*=\s*(['"])([A-Za-z0-9_]*)\1""", config)
         prefix = prefix_match.group(2) if prefix_match else "wp_"
-        if self.scratch_db is not None:
-            values = {"DB_NAME": self.scratch_db}
-            if self.place.other_db_server and self.place.db is not None:
-                values.update(_wp_credentials(self.place.db))
-            for name, value in values.items():
-                config, found = _set_define(config, name, value)
-                if not found:
-                    raise _Failed.at(
-                        self.record, "smoke", f"the restored wp-config.php does not define {name} in a form "
-                        f"the drill can point at the scratch database (define('{name}', '...');)",
-                    )  # fmt: skip
-            self.transport.write_file(path, config.encode("utf-8", "surrogateescape"), mode=0o600)
-            assert self.place.db is not None
-            options = f"{prefix}options"
-            with db_client(self.transport, self.place.db, self.deadline.cancel, timeout=60) as client:
-                assert isinstance(client, MySQLClient)
-                client.query(
-                    f"UPDATE `{options}` SET option_value = '{self.url}'"
-                    " WHERE option_name IN ('siteurl', 'home')",
-                    f"pointing siteurl/home of the scratch copy at {self.url}",
-                    database=self.scratch_db,
-                )
+        assert self.scratch_db is not None and self.place.db is not None
+        values = {"DB_NAME": self.scratch_db}
+        if self.place.other_db_server:
+            values.update(_wp_credentials(self.place.db))
+        for name, value in values.items():
+            config, found_it = _set_define(config, name, value)
+            if not found_it:
+                raise _Failed.at(
+                    self.record, "smoke", f"the restored wp-config.php does not define {name} in a form "
+                    f"the drill can point at the scratch database (define('{name}', '...');)",
+                )  # fmt: skip
+        for name in ("WP_HOME", "WP_SITEURL"):  # else every page redirects to the live site
+            config, _ = _set_define(config, name, self.url)
+        self._write_config(path, config)
+        options = f"{prefix}options"
+        with db_client(self.transport, self.place.db, self.deadline.cancel, timeout=60) as client:
+            assert isinstance(client, MySQLClient)
+            client.query(
+                f"UPDATE `{options}` SET option_value = '{self.url}'"
+                " WHERE option_name IN ('siteurl', 'home')",
+                f"pointing siteurl/home of the scratch copy at {self.url}",
+                database=self.scratch_db,
+            )
+
+    def _drupal(self) -> None:
+        """sites/default/settings.php (and settings.local.php): each connection's 'database' (credentials)."""
+        assert self.scratch_db is not None and self.place.db is not None
+        keys = {"database": self.scratch_db}
+        if self.place.other_db_server:
+            db = self.place.db
+            keys.update({"username": db.user, "password": db.password or "", "host": db.host})
+            if db.port is not None:
+                keys["port"] = str(db.port)
+        rewritten = False
+        for relative in ("sites/default/settings.php", "sites/default/settings.local.php"):
+            found = self._read_config(relative)
+            if found is None:
+                continue
+            path, text = found
+            count = 0
+            for key, value in keys.items():
+                text, n = _set_array_key(text, key, value)
+                count += n if key == "database" else 0
+            if count:
+                self._write_config(path, text)
+                rewritten = True
+        if not rewritten:
+            raise _Failed.at(
+                self.record, "smoke", "the restored sites/default/settings.php does not set the database "
+                "as 'database' => '...' (or $databases['default']['default']['database'] = '...'), so the "
+                "drill cannot point the copy at the scratch database; set drill.config_rewrite",
+            )  # fmt: skip
+
+    def _joomla(self) -> None:
+        """configuration.php: ``public $db`` (and credentials); ``$live_site`` emptied (no redirects)."""
+        assert self.scratch_db is not None and self.place.db is not None
+        found = self._read_config("configuration.php")
+        if found is None:
+            raise _Failed.at(self.record, "smoke", "the restored copy has no configuration.php")
+        path, text = found
+        fields = {"db": self.scratch_db, "live_site": ""}
+        if self.place.other_db_server:
+            db = self.place.db
+            host = f"{db.host}:{db.port}" if db.port is not None else db.host
+            fields.update({"user": db.user, "password": db.password or "", "host": host})
+        for name, value in fields.items():
+            text, n = _set_property(text, name, value)
+            if not n and name == "db":
+                raise _Failed.at(
+                    self.record, "smoke", "the restored configuration.php does not set public $db = '...';, "
+                    "so the drill cannot point the copy at the scratch database; set drill.config_rewrite",
+                )  # fmt: skip
+        self._write_config(path, text)
 
     def _free_port(self) -> int:
         result = self.transport.run(["php", "-r", _FREE_PORT], timeout=60, cancel=self.deadline.cancel)
@@ -596,12 +897,13 @@ class _Drill:
         started = time.monotonic()
         log_file = posixpath.join(self.scratch_dir, "php-server.log")
         pid_file = shlex.quote(posixpath.join(self.scratch_dir, "server.pid"))
+        env = " ".join(shlex.quote(f"{k}={self._fill(v)}") for k, v in self.settings.smoke_env.items())
         # its own session (so its process group is killed as one), under a timeout that ends it
         # even if the drill is killed outright; on a line of its own ('a && b &' backgrounds both)
         script = (
             f"cd {shlex.quote(self.scratch_dir)} || exit 1\n"
-            f'setsid bash -c \'echo $$ > "$2"; exec timeout -k 5 {SERVER_LIFETIME} '
-            f'php -S 127.0.0.1:"$0" -t "$1"\' {self.port} {shlex.quote(self._site_dir)} {pid_file}'
+            f'setsid bash -c \'echo $$ > "$2"; dir=$1; shift 3; exec env "$@" timeout -k 5 {SERVER_LIFETIME} '
+            f'php -S 127.0.0.1:"$0" -t "$dir"\' {self.port} {shlex.quote(self._web_dir)} {pid_file} - {env}'
             f" </dev/null >{shlex.quote(log_file)} 2>&1 &\n"
             f"for _ in $(seq 500); do [ -s {pid_file} ] && break; sleep 0.01; done; cat {pid_file}"
         )
@@ -678,9 +980,12 @@ class _Drill:
         if self.scratch_db is not None and self.place.db is not None:
             try:
                 with db_client(self.transport, self.place.db, None, timeout=CLEANUP_TIMEOUT) as client:
-                    client.drop_database(self.scratch_db)
+                    # only what exists: a database the drill could not create (no CREATE grant) was
+                    # never there, and dropping it would fail on the same missing grant
                     if client.database_exists(self.scratch_db):
-                        raise StepFailed("it still exists after DROP DATABASE")
+                        client.drop_database(self.scratch_db)
+                        if client.database_exists(self.scratch_db):
+                            raise StepFailed("it still exists after DROP DATABASE")
             except MaintainerError as exc:
                 left.append(f"the scratch database '{self.scratch_db}' on {self.place.db.where()} "
                             f"(drop it: {exc})")  # fmt: skip
@@ -694,11 +999,16 @@ class _Drill:
                 self.record.failure["message"] += f" (and cleanup failed: {message})"
 
     def _stop_server(self, group: int) -> list[str]:
-        # TERM, then KILL, to the whole group; then make sure nothing of it is left
+        # TERM, then KILL, to the whole group; then make sure nothing of it is left. A zombie of the
+        # group (its 'timeout', reparented to an init that reaps late) is dead: 'kill -0' would count it
+        alive = (
+            f"ps -eo pgid=,stat= | awk -v g={group} "
+            "'$1 == g && $2 !~ /^Z/ { found = 1 } END { exit !found }'"
+        )
         script = (
-            f"kill -TERM -- -{group} 2>/dev/null; for _ in $(seq 50); do kill -0 -- -{group} 2>/dev/null"
-            f" || exit 0; sleep 0.05; done; kill -KILL -- -{group} 2>/dev/null; sleep 0.2;"
-            f" ! kill -0 -- -{group} 2>/dev/null"
+            f"kill -TERM -- -{group} 2>/dev/null;"
+            f" for _ in $(seq 100); do {alive} || exit 0; sleep 0.02; done;"
+            f" kill -KILL -- -{group} 2>/dev/null; sleep 0.2; ! {alive}"
         )
         if self._run(script):
             return []
@@ -750,9 +1060,9 @@ def _damage_message(exc: BackupDamaged, manifest: Manifest) -> str:
     parts = []
     if damaged:
         packs = sorted({m.group(1) for d in damaged for m in [_PACK.search(d)] if m})
-        shown = "; ".join(damaged[:10]) + (f" (and {len(damaged) - 10} more)" if len(damaged) > 10 else "")
-        parts.append(f"{len(damaged)} file(s) of backup {manifest.id} failed verification"
-                     + (f" (pack {', '.join(packs)})" if packs else "") + f": {shown}")  # fmt: skip
+        where = f" (pack {', '.join(packs)})" if packs else ""
+        parts.append(f"{len(damaged)} file(s) of backup {manifest.id} failed verification{where}: "
+                     f"{_grouped(damaged)}")  # fmt: skip
     if mismatches:
         shown = "; ".join(mismatches[:10]) + (
             f" (and {len(mismatches) - 10} more)" if len(mismatches) > 10 else ""
@@ -761,7 +1071,82 @@ def _damage_message(exc: BackupDamaged, manifest: Manifest) -> str:
     return ". ".join(parts)
 
 
+def _grouped(damaged: list[str], limit: int = 10) -> str:
+    """``path: why`` lines grouped by why (a missing pack is named once, not once per file)."""
+    by_reason: dict[str, list[str]] = {}
+    for line in damaged:
+        cut = line.rfind(": pack ")
+        path, reason = (line[:cut], line[cut + 2 :]) if cut >= 0 else (line, "")
+        by_reason.setdefault(reason, []).append(path)
+    shown = []
+    for reason, paths in itertools.islice(by_reason.items(), limit):
+        if not reason:
+            shown.extend(paths[:limit])
+            continue
+        names = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        shown.append(f"{reason} ({len(paths)} file{'s' if len(paths) != 1 else ''}: {names})")
+    more = len(by_reason) - limit
+    return "; ".join(shown[: limit * 2]) + (f" (and {more} more problems)" if more > 0 else "")
+
+
 _PACK = re.compile(r"pack (\S+?)(?: |\)|$)")
+
+
+#: a PHP string literal in either quoting style
+_PHP_LITERAL = r"'(?:[^'\\]|\\.)*'" + "|" + r'"(?:[^"\\]|\\.)*"'
+#: the token at the end of a scratch dir or database name
+_SCRATCH_TOKEN = re.compile(r"[0-9a-f]{6}")
+
+
+def _name_part(site: str) -> str:
+    """The site's name as it goes into a scratch dir's name (safe in a path and a glob)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", site)[:60] or "site"
+
+
+def _scratch_databases(client: Any, head: str) -> list[str]:
+    """Databases named ``<head><6 hex>``: this site's scratch databases (``head`` is ``<db>_drill_``)."""
+    from .database import mysql_literal, pg_literal
+
+    like = head.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%"
+    if isinstance(client, MySQLClient):
+        rows = client.query(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA"
+            f" WHERE SCHEMA_NAME LIKE {mysql_literal(like)}",
+            "listing scratch databases",
+        )
+    else:
+        rows = client.query(
+            f"SELECT datname FROM pg_database WHERE datname LIKE {pg_literal(like)}",
+            "listing scratch databases",
+            database=client.MAINTENANCE_DB,
+        )
+    names = [row[0] for row in rows if row]
+    return [n for n in names if n.startswith(head) and _SCRATCH_TOKEN.fullmatch(n[len(head) :])]
+
+
+def _denied(message: str) -> bool:
+    lowered = message.lower()
+    return "denied" in lowered or "permission" in lowered
+
+
+def _set_array_key(config: str, key: str, value: str) -> tuple[str, int]:
+    """Drupal's settings: ``'KEY' => '...'`` and ``[...]['KEY'] = '...'`` set to ``value``; how many."""
+    literal = lambda m: f"{m.group(1)}{_php_string(value)}"  # noqa: E731
+    quoted = r"""['"]""" + re.escape(key) + r"""['"]"""
+    value_pattern = _PHP_LITERAL + (r"|\d+" if key == "port" else "")
+    config, a = re.subn(r"(" + quoted + r"\s*=>\s*)(?:" + value_pattern + ")", literal, config)
+    config, b = re.subn(
+        r"(\$databases(?:\s*\[[^\]]*\])*\s*\[\s*" + quoted + r"\s*\]\s*=\s*)(?:" + value_pattern + ")",
+        literal,
+        config,
+    )
+    return config, a + b
+
+
+def _set_property(config: str, name: str, value: str) -> tuple[str, int]:
+    """Joomla's configuration.php: ``public $NAME = '...';`` (or ``var``) set to ``value``."""
+    pattern = r"((?:public|var)\s+\$" + re.escape(name) + r"\s*=\s*)(?:" + _PHP_LITERAL + r")(\s*;)"
+    return re.subn(pattern, lambda m: f"{m.group(1)}{_php_string(value)}{m.group(2)}", config)
 
 
 def _set_define(config: str, name: str, value: str) -> tuple[str, bool]:

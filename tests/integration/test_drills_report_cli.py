@@ -434,7 +434,7 @@ def test_html_report_renders_in_headless_chromium(project: Path, tmp_path: Path)
     rows = {
         site: status
         for status, site in re.findall(
-            r'<tr class="row-(\w+)"><td class="site"><strong>([^<]+)</strong>', text
+            r'<tr class="row-(\w+)(?: unverified)?"><td class="site"><strong>([^<]+)</strong>', text
         )
     }
     assert rows == {
@@ -447,6 +447,8 @@ def test_html_report_renders_in_headless_chromium(project: Path, tmp_path: Path)
     }
     for label in ("NEVER DRILLED", "STALE", "SLA MISSED", "FAILED", "OK"):
         assert f">{label}</span>" in text, label
+    # rows from the tampered entry on are marked, not shown as plain green evidence
+    assert '<tr class="row-ok unverified">' in text and ">UNVERIFIED</span>" in text
     # the hostile failure message is text in the page, not markup the browser ran
     assert "<script>alert" not in text and "&lt;script&gt;alert('x')&lt;/script&gt; &amp; &lt;/td&gt;" in text
     png = tmp_path / "report.png"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -80,6 +81,7 @@ def assert_clean(record: dict[str, Any], parent: Path, db: Any = None) -> None:
         port = int(record["smoke"]["url"].split(":")[2].split("/")[0])
         assert not listening(port)
     if db is not None:
+        assert live_hits(db) == "", "the drill's smoke test wrote into the live database"
         left = db.server.sql(
             "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA "
             f"WHERE SCHEMA_NAME LIKE {sql_string(db.name + '_drill_%')}"
@@ -100,15 +102,88 @@ def check_record_shape(record: dict[str, Any]) -> None:
     assert record["outcome"] in ("passed", "sla_missed", "failed")
 
 
-def local_drill_site(tmp_path: Path, **extra: Any) -> tuple[Path, Path, dict[str, Any]]:
-    """A small site on this machine (the backup tests' tree, whose index.php prints 'Example Site')."""
+def php(value: Any) -> str:
+    """A PHP literal (strings single-quoted: the test password holds every awkward character)."""
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+#: how each kind of site names its database, and how its index.php reads that
+CONFIGS = {
+    "custom": (
+        "config.php",
+        lambda d: (
+            f"<?php\n$db_name = {php(d['name'])};\n$db_user = {php(d['user'])};\n"
+            f"$db_password = {php(d['password'])};\n$db_host = {php(d['host'])};\n$db_port = {d['port']};\n"
+        ),
+        "$c = new mysqli($db_host, $db_user, $db_password, $db_name, $db_port);",
+    ),
+    "drupal": (
+        "sites/default/settings.php",
+        lambda d: (
+            f"<?php\n$databases['default']['default'] = array (\n  'database' => {php(d['name'])},\n"
+            f"  'username' => {php(d['user'])},\n  'password' => {php(d['password'])},\n"
+            f"  'host' => {php(d['host'])},\n  'port' => {d['port']},\n  'driver' => 'mysql',\n);\n"
+        ),
+        "$d = $databases['default']['default'];"
+        " $c = new mysqli($d['host'], $d['username'], $d['password'], $d['database'], (int) $d['port']);",
+    ),
+    "joomla": (
+        "configuration.php",
+        lambda d: (
+            f"<?php\nclass JConfig {{\n\tpublic $dbtype = 'mysqli';\n\tpublic $host = "
+            f"{php(d['host'] + ':' + str(d['port']))};\n\tpublic $user = {php(d['user'])};\n"
+            f"\tpublic $password = {php(d['password'])};\n\tpublic $db = {php(d['name'])};\n"
+            "\tpublic $live_site = 'https://live.example';\n}\n"
+        ),
+        "$j = new JConfig(); [$h, $p] = explode(':', $j->host);"
+        " $c = new mysqli($h, $j->user, $j->password, $j->db, (int) $p);",
+    ),
+}
+
+
+def db_site(docroot: Path, cms: str, db: dict[str, Any]) -> None:
+    """A site whose home page reads AND writes its database (a hit counter): served against the live
+    database, a drill would show up there as a drill_hits table."""
+    config, text, connect = CONFIGS[cms]
+    (docroot / config).parent.mkdir(parents=True, exist_ok=True)
+    (docroot / config).write_text(text(db))
+    (docroot / "index.php").write_text(
+        f"<?php\nrequire __DIR__ . '/{config}';\n{connect}\n"
+        "$c->query('CREATE TABLE IF NOT EXISTS drill_hits (id INT AUTO_INCREMENT PRIMARY KEY)');\n"
+        "$c->query('INSERT INTO drill_hits VALUES ()');\n"
+        "echo 'Example Site on ', $c->query('SELECT DATABASE()')->fetch_row()[0];\n"
+    )
+
+
+def live_hits(db: Any) -> str:
+    """Whether anything wrote a drill_hits table into the live database (it must not)."""
+    return db.server.sql(
+        "SELECT TABLE_NAME FROM information_schema.TABLES"
+        f" WHERE TABLE_SCHEMA = {sql_string(db.name)} AND TABLE_NAME = 'drill_hits'"
+    ).strip()
+
+
+def local_drill_site(tmp_path: Path, cms: str = "static", **extra: Any) -> tuple[Path, Path, dict[str, Any]]:
+    """A small site on this machine (the backup tests' tree, whose index.php prints 'Example Site').
+
+    With a db, it is a custom PHP site whose config.php names the database, and the site declares
+    the drill.config_rewrite that points its scratch copy at the scratch database.
+    """
     parent = tmp_path / "www"
     docroot = make_site(parent / "site")
     store = tmp_path / "store"
+    if "db" in extra and cms == "static":
+        cms = "custom"
+        db_site(docroot, "custom", extra["db"])
+        rewrite = {"file": "config.php", "search": f"$db_name = {php(extra['db']['name'])};",
+                   "replace": "$db_name = '{db}';"}  # fmt: skip
+        extra["drill"] = {"config_rewrite": [rewrite], **extra.get("drill", {})}
     vars_ = local_site(
         tmp_path,
         docroot=str(docroot),
-        cms="static",
+        cms=cms,
         health_marker="Example Site",
         backup={"target": f"file://{store}", "exclude": EXCLUDE, "pack_size": 1024 * 1024},
         **extra,
@@ -298,6 +373,9 @@ def test_a_stopped_drill_still_cleans_up(tmp_path, mariadb_db):
     assert proc.returncode == 130, err
     record = drill_record(project, "shop")
     assert record["outcome"] == "failed" and record["failure"]["message"].startswith("stopped"), record
+    assert "stopped: stopped" not in record["failure"]["message"]
+    # nothing was rolled back (the drill has no rollback): the site's message must not claim it
+    assert "rolled back" not in read_log(project)[-1]["sites"]["shop"]["error"]
     assert_clean(record, parent, mariadb_db)
 
 
@@ -333,6 +411,8 @@ def test_a_dry_run_says_which_backup_and_where(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = json.dumps(doc)
     assert "would drill backup" in text and str(parent / ".maintainer-drill-") in text
+    # human units, not a raw timedelta ("RPO now 0:00:05.383724")
+    assert re.search(r"RPO now \d+\.\ds, largest gap \d+\.\ds", text), text
     assert not list(parent.glob(".maintainer-drill-*"))
 
 
@@ -353,3 +433,240 @@ def test_a_drill_on_a_drill_host_puts_the_scratch_copy_there(tmp_path, sshd_serv
     assert record["tables_verified"] == 4 and record["smoke"]["status"] == 200
     assert_clean(record, scratch, mariadb_db)
     assert not list(parent.glob(".maintainer-drill-*"))
+
+
+# ------------------------------------------------------------------ issue 4 review (new-user findings)
+
+
+def cms_site(tmp_path: Path, cms: str, db: Any, **extra: Any) -> tuple[Path, dict[str, Any]]:
+    """A PHP site of ``cms`` whose home page reads and writes its database (see db_site)."""
+    parent = tmp_path / "www"
+    docroot = parent / "site"
+    docroot.mkdir(parents=True)
+    db_site(docroot, cms, db.settings())
+    vars_ = local_site(
+        tmp_path, docroot=str(docroot), cms=cms, health_marker="Example Site", db=db.settings(),
+        backup={"target": f"file://{tmp_path / 'store'}"}, **extra,
+    )  # fmt: skip
+    return parent, vars_
+
+
+@pytest.mark.parametrize("cms", ["drupal", "joomla"])
+def test_a_drupal_or_joomla_copy_is_served_against_the_scratch_database_never_the_live_one(
+    tmp_path, mariadb_db, cms
+):
+    mariadb_db.seed(10)
+    parent, vars_ = cms_site(tmp_path, cms, mariadb_db)
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 0, proc.stderr
+    record = drill_record(project, "shop")
+    assert record["outcome"] == "passed" and record["smoke"]["status"] == 200, record
+    assert record["smoke_skipped"] is None
+    assert live_hits(mariadb_db) == ""  # the page's INSERT went to the scratch copy
+    assert_clean(record, parent, mariadb_db)
+
+
+def test_a_custom_site_with_a_database_and_no_rewrite_is_not_served_against_live_data(tmp_path, mariadb_db):
+    parent, vars_ = cms_site(tmp_path, "custom", mariadb_db)
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 0, proc.stderr
+    record = drill_record(project, "shop")
+    assert record["outcome"] == "passed" and record["smoke"] is None, record
+    assert "would use the live database" in record["smoke_skipped"]
+    assert "drill.config_rewrite" in record["smoke_skipped"]
+    assert "smoke: skipped: the copy's config would use the live database" in proc.stderr
+    assert live_hits(mariadb_db) == ""
+    assert_clean(record, parent, mariadb_db)
+
+
+def test_a_custom_site_served_with_smoke_env_reads_the_scratch_database(tmp_path, mariadb_db):
+    parent, vars_ = cms_site(tmp_path, "custom", mariadb_db, drill={"smoke_env": {"APP_DB": "{db}"}})
+    docroot = Path(vars_["docroot"])
+    config = docroot / "config.php"
+    config.write_text(config.read_text().replace("$db_name = ", "$db_name = getenv('APP_DB') ?: "))
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 0, proc.stderr
+    record = drill_record(project, "shop")
+    assert record["smoke"]["status"] == 200 and live_hits(mariadb_db) == "", record
+    assert_clean(record, parent, mariadb_db)
+
+
+def test_a_static_site_without_a_database_is_still_served(tmp_path):
+    parent, _store, vars_ = local_drill_site(tmp_path)
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 0, proc.stderr
+    record = drill_record(project, "shop")
+    assert record["smoke"]["status"] == 200 and record["smoke_skipped"] is None
+    assert record["timings"]["cleanup"] < 0.8, record["timings"]  # no zombie kept the kill loop waiting
+    assert_clean(record, parent)
+
+
+def test_wordpress_defining_wp_home_and_siteurl_passes(tmp_path, mariadb_db):
+    if not WORDPRESS.is_dir():
+        pytest.skip("wordpress is installed by .ci/run")
+    parent = tmp_path / "www"
+    parent.mkdir()
+    site = install_wordpress(parent / "site", mariadb_db)
+    config = site.docroot / "wp-config.php"
+    config.write_text(config.read_text().replace(
+        "<?php", "<?php\ndefine( \"WP_HOME\", \"https://shop.example\" );\ndefine('WP_SITEURL', 'https://shop.example');", 1
+    ))  # fmt: skip
+    vars_ = local_site(
+        tmp_path, docroot=str(site.docroot), cms="wordpress", health_marker=BLOG_TITLE, db=mariadb_db.settings(),
+        backup={"target": f"file://{tmp_path / 'store'}", "exclude": EXCLUDE},
+    )  # fmt: skip
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup", timeout=300).returncode == 0
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 0, proc.stderr
+    record = drill_record(project, "shop")
+    assert record["smoke"]["status"] == 200, record
+    assert "shop.example" in config.read_text()  # the live wp-config is untouched
+    assert_clean(record, parent, mariadb_db)
+
+
+def test_a_host_that_only_serves_as_drill_host_is_skipped_and_an_unknown_one_is_bad_input(
+    tmp_path, sshd_server, mariadb_db
+):
+    scratch = sshd_server.workspace(f"scratch-{os.getpid()}-{time.monotonic_ns()}")
+    parent, _store, vars_ = local_drill_site(tmp_path, drill_host="drills01")
+    drills = sshd_server.site_vars(drill={"scratch_dir": str(scratch)})
+    lonely = local_site(tmp_path, docroot=str(tmp_path))  # a genuine site without a backup target
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_, "drills01": drills})
+    assert cli(project, "run", "backup", "--limit", "shop").returncode == 0
+
+    # the documented cron line: no --limit
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 0, proc.stderr
+    assert drill_record(project, "shop")["outcome"] == "passed"
+    skipped = read_log(project)[-1]["sites"]["drills01"]
+    assert skipped["status"] == "ok" and skipped["changes"][0]["what"] == "restore_drill_skipped", skipped
+    assert "only serves as the drill_host of shop" in skipped["changes"][0]["reason"]
+    assert "skipped: drills01 only serves as the drill_host of shop" in proc.stderr
+
+    # a genuine site without a backup target still stops the run
+    project2 = make_project(tmp_path / "p2", dict(RUNBOOKS), {"shop": vars_, "drills01": drills, "x": lonely})
+    proc = cli(project2, "run", "restore-drill")
+    assert proc.returncode == 2 and "site 'x' has no backup target" in proc.stderr, proc.stderr
+
+    # an unknown drill_host: bad input at plan time, nothing runs
+    vars_["drill_host"] = "nosuchhost"
+    project3 = make_project(tmp_path / "p3", dict(RUNBOOKS), {"shop": vars_})
+    proc = cli(project3, "run", "restore-drill")
+    assert proc.returncode == 2 and "drill_host 'nosuchhost' is not a host of the inventory" in proc.stderr
+    assert read_log(project3) == []
+    assert not list(parent.glob(".maintainer-drill-*"))
+
+
+def test_the_next_drill_removes_what_a_killed_drill_left_behind(tmp_path, mariadb_db):
+    parent, _store, vars_ = local_drill_site(tmp_path, db=mariadb_db.settings())
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    # what a SIGKILLed drill leaves: its scratch dir (with a copy of the config), its PHP server, its db
+    left = parent / ".maintainer-drill-shop-abc123"
+    (left / "site").mkdir(parents=True)
+    (left / "site" / "config.php").write_text("<?php $db_password = 'secret';\n")
+    server = subprocess.Popen(
+        ["setsid", "php", "-S", "127.0.0.1:0", "-t", str(left / "site")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    leftover_db = f"{mariadb_db.name}_drill_abc123"
+    mariadb_db.server.sql(f"CREATE DATABASE `{leftover_db}`")
+    other_site_dir = parent / ".maintainer-drill-blog-abc123"  # another site's: not ours to touch
+    other_site_dir.mkdir()
+    try:
+        time.sleep(0.3)
+        assert php_servers(str(left)) != []
+        proc, _doc = run_json(project, "run", "restore-drill")
+        assert proc.returncode == 0, proc.stderr
+        record = drill_record(project, "shop")
+        removed = record["leftovers_removed"]
+        assert any(str(left) in r for r in removed) and any(leftover_db in r for r in removed), removed
+        assert any("PHP server" in r for r in removed), removed
+        assert "removed leftovers of an earlier interrupted drill" in proc.stderr
+        assert not left.exists() and php_servers(str(left)) == []
+        server.wait(timeout=5)
+        assert other_site_dir.exists()
+        other_site_dir.rmdir()
+        assert_clean(record, parent, mariadb_db)
+    finally:
+        if server.poll() is None:
+            server.kill()
+
+
+def test_without_the_create_grant_the_drill_fails_at_database_and_cleanup_is_ok(tmp_path, mariadb_db):
+    parent, _store, vars_ = local_drill_site(tmp_path, db=mariadb_db.settings())
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    scratch = "`" + mariadb_db.name.replace("_", "\\_") + "\\_%`"
+    mariadb_db.server.sql(f"REVOKE ALL PRIVILEGES ON {scratch}.* FROM {sql_string(mariadb_db.user)}@'%'")
+
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 1
+    record = drill_record(project, "shop")
+    assert record["failure"]["stage"] == "database", record
+    assert "GRANT ALL ON" in record["failure"]["message"] and "docs/DRILLS.md" in record["failure"]["message"]
+    assert "SCRATCH LEFT BEHIND" not in record["failure"]["message"]
+    assert_clean(record, parent, mariadb_db)
+
+
+def test_a_scratch_dir_in_the_docroot_is_bad_input(tmp_path):
+    for inside in ("", "/cache"):
+        _parent, _store, vars_ = local_drill_site(tmp_path / f"t{len(inside)}")
+        vars_["drill"] = {"scratch_dir": vars_["docroot"] + inside}
+        project = make_project(tmp_path / f"p{len(inside)}", dict(RUNBOOKS), {"shop": vars_})
+        proc = cli(project, "run", "restore-drill")
+        assert proc.returncode == 2 and "drill.scratch_dir" in proc.stderr, proc.stderr
+        assert "write its scratch copy into the live site" in proc.stderr
+
+
+def test_an_unknown_or_empty_backup_param_is_bad_input_naming_the_param(tmp_path):
+    _parent, _store, vars_ = local_drill_site(tmp_path)
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    for _ in range(2):
+        assert cli(project, "run", "backup").returncode == 0
+        time.sleep(0.01)
+    ids = sorted(
+        p.name.removesuffix(".json.zst")
+        for p in (tmp_path / "store" / "shop" / "manifests").glob("*.json.zst")
+    )
+    proc = cli(project, "run", "restore-drill", "-p", "backup=nosuchid")
+    assert proc.returncode == 2
+    assert "-p backup=nosuchid matches no backup" in proc.stderr and "key 'backup'" not in proc.stderr
+    assert f"newest first: {ids[-1]}, {ids[0]}" in proc.stderr, proc.stderr
+    proc = cli(project, "run", "restore-drill", "-p", "backup=")
+    assert proc.returncode == 2 and "-p backup=latest" in proc.stderr, proc.stderr
+
+
+def test_with_backup_root_the_project_is_restored_and_its_web_dir_served(tmp_path):
+    # a Composer project (Drupal's layout): composer.lock and vendor/ beside the web/ docroot
+    parent = tmp_path / "www"
+    project_dir = parent / "project"
+    web = make_site(project_dir / "web")
+    (project_dir / "composer.lock").write_text("{}\n")
+    (project_dir / "vendor").mkdir()
+    (project_dir / "vendor" / "autoload.php").write_text("<?php\n")
+    vars_ = local_site(
+        tmp_path, docroot=str(web), cms="static", health_marker="Example Site",
+        backup={"target": f"file://{tmp_path / 'store'}", "exclude": EXCLUDE, "root": str(project_dir)},
+    )  # fmt: skip
+    project = make_project(tmp_path / "project", dict(RUNBOOKS), {"shop": vars_})
+    assert cli(project, "run", "backup").returncode == 0
+    proc, _doc = run_json(project, "run", "restore-drill")
+    assert proc.returncode == 0, proc.stderr
+    record = drill_record(project, "shop")
+    assert record["smoke"]["status"] == 200, record  # web/ served, not the project root
+    assert record["files_verified"] >= 3  # composer.lock and vendor/ were in the backup too
+    assert Path(record["scratch"]["dir"]).parent == parent  # beside the project, not inside it
+    assert_clean(record, parent)

@@ -138,3 +138,19 @@ def test_the_model_keys_listed_are_the_real_ones() -> None:
     error = refused(backup={"target": "file:///x", "excludes": []})
     assert error.fix is not None
     assert all(name in error.fix for name in BackupSettings.model_fields)
+
+
+def test_backup_root_backs_up_the_project_around_the_docroot() -> None:
+    # a Drupal Composer project: composer.lock and vendor/ beside web/, which an update's rollback needs
+    spec = site_backup(
+        site(docroot="/var/www/shop/web", backup={"target": "file:///srv/b", "root": "/var/www/shop/"})
+    )
+    assert (spec.docroot, spec.web_root, spec.web_subdir()) == ("/var/www/shop", "/var/www/shop/web", "web")
+    plain = site_backup(site())
+    assert (plain.docroot, plain.web_root, plain.web_subdir()) == ("/var/www/shop", "/var/www/shop", "")
+
+
+@pytest.mark.parametrize("root", ["/var/www/other", "var/www/shop", "/var/www/shop/web/sub"])
+def test_a_backup_root_that_does_not_hold_the_docroot_is_bad_input(root: str) -> None:
+    error = refused(docroot="/var/www/shop/web", backup={"target": "file:///srv/b", "root": root})
+    assert error.key == "backup.root" and "holds the docroot" in error.message

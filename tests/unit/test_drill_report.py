@@ -298,6 +298,7 @@ def test_json_document_keys() -> None:
         "site",
         "status",
         "reason",
+        "evidence_verified",
         "sla",
         "rto",
         "rpo",
@@ -343,3 +344,62 @@ def test_html_escapes_every_value_and_loads_nothing() -> None:
     )
     assert "<script" not in page and "http" not in page
     assert "hash chain NOT verified at entry 2" in page and "1 site(s): 0 ok, 0 SLA missed, 1 failed" in page
+
+
+# -- issue 4 review: one RPO rule, unverified rows, drill hosts -------------------------------------------
+
+
+def test_an_old_backup_never_passes_the_rpo_target_even_if_the_drill_recorded_no_miss() -> None:
+    """Drills before the fix compared only the capped max gap: the report applies the drill's rule."""
+    old = record("passed", 1, rpo_seconds=10 * 86400.0, max_gap_seconds=7 * 86400.0)
+    report = summarise(drills(old))
+    assert report.rpo_met is False and report.status == "sla_missed"
+    cells = dr._cells(report)
+    assert "✓" not in cells["rpo"] and "missed" in cells["rpo"]
+    # the same rule whatever the target's source
+    current = summarise(drills(old), inventory_sla=dr.Target(None, 86400, "inventory"))
+    assert current.rpo_met is False
+
+
+def test_a_figure_above_its_target_never_gets_a_tick() -> None:
+    for rpo, gap in ((90000.0, 100.0), (100.0, 90000.0), (90000.0, None)):
+        report = summarise(drills(record("passed", 1, rpo_seconds=rpo, max_gap_seconds=gap)))
+        assert report.rpo_met is False and "✓" not in dr._cells(report)["rpo"], (rpo, gap)
+
+
+def test_rows_from_entries_after_the_first_bad_one_are_marked_unverified() -> None:
+    report = make(None, ok=False)  # entry 2 was edited: b and c come from it, a from entry 1
+    marks = {row.site: row.unverified for row in report.sites}
+    assert marks == {"a": False, "b": True, "c": True}
+    c = next(row for row in report.sites if row.site == "c")
+    assert c.status == "ok" and "UNVERIFIED" in c.reason
+    assert c.record()["evidence_verified"] is False
+    page = dr.render_html(report)
+    assert page.count(">UNVERIFIED</span>") == 2 and 'class="row-ok unverified"' in page
+    assert all(not row.unverified for row in make(None).sites)
+
+
+def test_the_html_legend_does_not_claim_a_skipped_smoke_test_and_says_where_the_gap_ends() -> None:
+    page = dr.render_html(make(None))
+    assert "unless the smoke test was turned off or skipped" in page
+    assert "from the newest backup to now" in page
+
+
+def test_hosts_that_only_serve_as_drill_hosts_are_not_listed(tmp_path: Path) -> None:
+    from maintainer.inventory import Inventory
+    from maintainer.redact import Redactor
+
+    log = tmp_path / "changelog.jsonl"
+    log.write_text("")
+    target = {"target": "file:///b"}
+    inventory = Inventory(
+        sources=[tmp_path / "inv.yml"],
+        sites=[
+            Site(name="shop", vars={"backup": target, "drill_host": "drills01"}, groups=[]),
+            Site(name="drills01", vars={}, groups=[]),
+        ],
+        digest="d",
+        redactor=Redactor(),
+    )
+    report = dr.make_report(log, inventory=inventory, now=NOW)
+    assert [row.site for row in report.sites] == ["shop"]
