@@ -383,10 +383,25 @@ def operator_name(explicit: str | None = None) -> str:
         return f"uid:{os.getuid()}"
 
 
-def make_batches(count: int, serial: int | str | None) -> list[list[int]]:
-    size = count_of(serial, count) if serial not in (None, 0) else count
-    size = max(1, size or count or 1)
-    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+def make_batches(count: int, serial: int | str | list[int | str] | None) -> list[list[int]]:
+    """Site indexes in batches: one size for all, or a list (the first is the canary, the last repeats).
+
+    Percentages are of all the sites of the run, as Ansible computes them.
+    """
+    sizes: list[int | str | None] = list(serial) if isinstance(serial, list) and serial else [None]
+    if not isinstance(serial, list):
+        sizes = [serial]
+    batches: list[list[int]] = []
+    start = 0
+    position = 0
+    while start < count:
+        value = sizes[min(position, len(sizes) - 1)]
+        size = count_of(value, count) if value not in (None, 0) else count
+        size = max(1, size or count)
+        batches.append(list(range(start, min(start + size, count))))
+        start += size
+        position += 1
+    return batches
 
 
 def _all_failed(batch: list[SiteResult]) -> bool:

@@ -133,7 +133,9 @@ class Runbook(BaseModel):
     rollback: list[Step] = Field(default_factory=list)
     finally_: list[Step] = Field(default_factory=list, alias="finally")
     concurrency: int = Field(default=10, ge=1, le=1000)
-    serial: int | str | None = None
+    #: one batch size, or a list as Ansible takes it: ``[1, 5, "50%"]`` (the first batch is the
+    #: canary; the last size repeats until every site had its turn)
+    serial: int | str | list[int | str] | None = None
     max_fail: int | str | None = None
 
     @field_validator("schema_")
@@ -154,8 +156,22 @@ class Runbook(BaseModel):
 
     @field_validator("serial")
     @classmethod
-    def _serial(cls, value: int | str | None) -> int | str | None:
+    def _serial(cls, value: int | str | list[int | str] | None) -> int | str | list[int | str] | None:
         # a batch of 0 sites would never finish: 1 site or 1% is the smallest batch
+        if isinstance(value, list):
+            if not value:
+                raise ValueError(
+                    "an empty list has no batch size: give one size (5, '25%') or a list like [1, '25%']"
+                )
+            sizes: list[int | str] = []
+            for position, item in enumerate(value, 1):
+                try:
+                    checked = _count_or_percent(item, least=1, what="a batch size")
+                except ValueError as exc:
+                    raise ValueError(f"batch {position} of the list: {exc}") from None
+                assert checked is not None
+                sizes.append(checked)
+            return sizes
         return _count_or_percent(value, least=1, what="a batch size")
 
     @field_validator("max_fail")

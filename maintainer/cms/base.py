@@ -101,6 +101,11 @@ def _last_lines(text: str, lines: int = 4) -> str:
 # ------------------------------------------------------------------ what adapters return
 
 
+def component_key(type_: str, slug: str) -> str:
+    """``core`` or ``plugin:akismet``: how plans, findings and the change log name a component."""
+    return "core" if type_ == "core" else f"{type_}:{slug}"
+
+
 @dataclass(frozen=True)
 class Component:
     """One installed piece of a site: its core, a plugin/module/extension, a theme."""
@@ -119,7 +124,7 @@ class Component:
     @property
     def key(self) -> str:
         """``core`` or ``plugin:akismet``: how findings name a component."""
-        return "core" if self.type == "core" else f"{self.type}:{self.slug}"
+        return component_key(self.type, self.slug)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -204,7 +209,7 @@ class Update:
 
     @property
     def key(self) -> str:
-        return "core" if self.type == "core" else f"{self.type}:{self.slug}"
+        return component_key(self.type, self.slug)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -237,7 +242,7 @@ class PlannedUpdate:
 
     @property
     def key(self) -> str:
-        return "core" if self.type == "core" else f"{self.type}:{self.slug}"
+        return component_key(self.type, self.slug)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -345,6 +350,11 @@ class CmsAdapter:
 
     def _list_components(self) -> list[Component]:
         return []
+
+    def refresh(self) -> None:
+        """Forget what was read (after an update: versions must be read back, not assumed)."""
+        self._components = None
+        self._version = None
 
     def verify(self) -> VerifyResult:
         return VerifyResult(supported=False, note=self.verify_note or f"{self.title} has no integrity check")

@@ -562,8 +562,7 @@ class DrupalAdapter(CmsAdapter):
                     f"composer finished but {package} is at {version or 'nothing'}, not {item.to_version}"
                 )
             applied.append(Applied(item, ok, version, message, argv))
-        self._version = None
-        self._components = None
+        self.refresh()
         return applied
 
     # -------------------------------------------------------------- maintenance, database, caches

@@ -293,7 +293,7 @@ class JoomlaAdapter(CmsAdapter):
         applied = []
         for item in items:
             applied.append(self._apply_core(item) if item.type == "core" else self._apply_extension(item))
-        self._components = None
+        self.refresh()
         return applied
 
     def _apply_core(self, item: PlannedUpdate) -> Applied:
@@ -308,7 +308,7 @@ class JoomlaAdapter(CmsAdapter):
             )
         argv, result = self.console("core:update", "--no-ansi", "--no-interaction")
         outcome = core_update_outcome(result.stdout + "\n" + result.stderr)
-        self._components = None
+        self.refresh()
         version = self.version()
         ok = compare(version, item.to_version) == 0
         messages = {

@@ -412,8 +412,7 @@ class WordPressAdapter(CmsAdapter):
         said: dict[str, tuple[bool, str, list[str]]] = {}
         for batch, pinned in update_batches(items, offered):
             said.update(self._apply_batch(batch, pinned))
-        self._components = None
-        self._version = None
+        self.refresh()
         installed = {c.key: c.version for c in self.components()}
         applied = []
         for item in items:
