@@ -16,8 +16,9 @@ What is measured, in this one run (the machine is shared and noisy: compare the 
 - ``maintainer run cms-update`` (preflight, plan, backup, maintenance, update, migrations, cache,
   checks; canary batch then 25% batches, concurrency as given), against a plain script doing the
   same job on an identical second set of sites, with the same batches and concurrency: the
-  recorded WP-CLI commands, ``mysqldump | zstd`` and ``tar | zstd`` for the backup, the same
-  number of page fetches, and the runbook's deliberate waits (the OPcache settle time);
+  recorded WP-CLI commands, the same backup through maintainer's backup library called directly
+  (the backup's own speed against restic is bench/backup.py's figure), the same number of page
+  fetches, and the runbook's deliberate waits (the OPcache settle time);
 - per site, inside maintainer's own run: its duration minus the time its WP-CLI commands took.
 
 The machinery's overhead is maintainer's wall time minus the plain script's, as a share of the
@@ -36,6 +37,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -149,16 +151,20 @@ def replay(site: WpUpdateSite, calls: list[tuple[float, list[str]]], source_dir:
         subprocess.run(argv, capture_output=True, timeout=600)
 
 
-def plain_backup(site: WpUpdateSite, server: MariaDBServer, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    dump = (
-        f"set -o pipefail; mysqldump --no-defaults --socket={shlex.quote(str(server.socket))} --user=root "
-        f"--single-transaction --quick --routines --triggers --events --hex-blob {site.db.name} "
-        f"| zstd -q -1 > {shlex.quote(str(out / 'db.sql.zst'))}"
-    )
-    files = f"tar -C {shlex.quote(str(site.docroot))} -cf - . | zstd -q -1 > {shlex.quote(str(out / 'files.tar.zst'))}"
-    for script in (dump, files):
-        subprocess.run(["bash", "-c", script], check=True)
+def plain_backup(site: WpUpdateSite, out: Path) -> None:
+    """The same backup as the runbook's backup step, through the backup library called directly.
+
+    The plain script does the same work, so the difference is the machinery (engine, plan, change
+    log, the steps around the work); how the backup itself compares with restic is bench/backup.py's.
+    """
+    from maintainer.backup.config import site_backup
+    from maintainer.backup.create import create_backup
+    from maintainer.backup.streams import Deadline
+    from maintainer.inventory import Site
+    from maintainer.transport import LocalTransport
+
+    spec = site_backup(Site("plain", site.site_vars(backup={"target": f"file://{out}"}), []))
+    create_backup(LocalTransport(), spec, Deadline(threading.Event()))
 
 
 def fetch(url: str) -> None:
@@ -171,7 +177,7 @@ def plain_update(site: WpUpdateSite, calls: list[tuple[float, list[str]]], sourc
     for _ in range(FETCHES // 2):
         fetch(site.url)
     replay(site, calls, source_dir)  # the update's commands (maintenance, update, db, cache, ...)
-    plain_backup(site, server, out)
+    plain_backup(site, out)
     time.sleep(WAITS)
     for _ in range(FETCHES // 2):
         fetch(site.url)

@@ -68,8 +68,15 @@ class SSHServer:
 
 def _ensure_test_user() -> None:
     if subprocess.run(["id", TEST_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "-m", "-s", "/bin/bash", TEST_USER], check=True)
-    # useradd leaves the account locked ('!'), which sshd refuses without PAM.
+        made = subprocess.run(["useradd", "-m", "-s", "/bin/bash", TEST_USER], capture_output=True, text=True)
+        if made.returncode not in (0, 9):  # 9: another test worker made it meanwhile
+            raise RuntimeError(f"useradd {TEST_USER} failed: {made.stderr}")
+    # useradd leaves the account locked ('!'), which sshd refuses without PAM; /etc/shadow's lock
+    # lets one worker at a time change it
+    for _ in range(50):
+        if subprocess.run(["usermod", "-p", "*", TEST_USER], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
     subprocess.run(["usermod", "-p", "*", TEST_USER], check=True)
 
 
