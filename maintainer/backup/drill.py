@@ -616,7 +616,9 @@ class _Drill:
 
     def _leftover_servers(self, prefix: str) -> list[int]:
         """Process groups of PHP servers that serve one of this site's scratch dirs."""
-        listed = self.transport.run(["ps", "-eo", "pgid=,args="], timeout=60, cancel=self.deadline.cancel)
+        # -ww: a COLUMNS=80 in the environment would cut the command lines (and hide the path)
+        argv = ["ps", "-ww", "-eo", "pgid=,args="]
+        listed = self.transport.run(argv, timeout=60, cancel=self.deadline.cancel)
         groups: set[int] = set()
         for line in listed.stdout.splitlines():
             group, _, args = line.strip().partition(" ")

@@ -31,7 +31,7 @@ if [ -n "$php_fpm" ] && php_fpm=$(command -v "$php_fpm"); then
     echo "php_fpm_bin=$php_fpm"
     echo "php_version=$("$php_fpm" -n -v 2>/dev/null | head -n 1)"
 fi
-ps -eo rss=,args= | awk -v pool="$pool" '
+ps -ww -eo rss=,args= | awk -v pool="$pool" '
     { rss = $1; $1 = ""; sub(/^ +/, "") }
     /^php-fpm: pool / && (pool == "*" || $0 == "php-fpm: pool " pool) { n++; total += rss }
     END { print "php_workers=" n + 0; print "php_workers_rss_kb=" total + 0 }'

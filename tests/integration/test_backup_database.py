@@ -145,7 +145,7 @@ def test_a_dump_killed_half_way_fails_clearly_and_the_password_is_never_on_a_com
         with transport.stream_out(client.dump_command()) as dump:
             first = dump.read(64 * 1024)
             assert b"CREATE TABLE `bulk`" in first
-            ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+            ps = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True).stdout
             ids = server.connection_ids(mariadb_db.user)
             assert ids, "the dump ended before it could be killed"
             server.sql("".join(f"KILL CONNECTION {i};" for i in ids))
