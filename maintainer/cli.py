@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -169,7 +170,7 @@ def cli(ctx: click.Context, project: str) -> None:
     """Run versioned maintenance runbooks against site inventories, with a tamper-evident change log.
 
     Exit codes: 0 ok, 1 a site failed, 2 bad input (nothing run), 3 could not start (lock, window),
-    4 internal error, 130 interrupted.
+    4 internal error, 130 interrupted (SIGINT, SIGTERM, SIGHUP).
     """
     ctx.obj = Path(project)
 
@@ -293,17 +294,23 @@ def _run_runbook(options: Any, output: str, verbose: bool = False) -> int:
 
 
 def _install_signal_handlers(cancel: threading.Event, console: Any) -> None:
+    """SIGINT, SIGTERM and SIGHUP (the SSH session or terminal went away) stop the run the same way:
+    no new steps, in-flight sites roll back, the run is recorded, exit 130."""
+
     def handler(signum: int, _frame: Any) -> None:
-        if not cancel.is_set():
-            console.print(
-                f"[yellow]{signal.Signals(signum).name}: no new steps; in-flight sites roll back "
-                "and the run is recorded as interrupted[/]"
-            )
+        first = not cancel.is_set()
         cancel.set()
+        # after SIGHUP the terminal may be gone: the run must still roll back and record
+        if first:
+            with contextlib.suppress(OSError, ValueError, SystemExit):
+                console.print(
+                    f"[yellow]{signal.Signals(signum).name}: no new steps; in-flight sites roll back "
+                    "and the run is recorded as interrupted[/]"
+                )
 
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, handler)
-        signal.signal(signal.SIGTERM, handler)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, handler)
 
 
 # ------------------------------------------------------------------ runbooks

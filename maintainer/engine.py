@@ -300,6 +300,39 @@ class NullReporter:
 # ------------------------------------------------------------------ helpers
 
 
+class _Guarded:
+    """A reporter whose failures (its reader went away: EPIPE, a hung-up terminal: EIO) only
+    silence progress: the run must go on, finish or roll back, and be recorded."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+        self._broken = False
+
+    def _call(self, name: str, *args: Any) -> None:
+        if self._broken:
+            return
+        try:
+            getattr(self._reporter, name)(*args)
+        except (OSError, ValueError, SystemExit) as exc:  # ValueError: a closed stream
+            self._broken = True
+            log.debug("progress output stopped: %s", exc)
+
+    def site_started(self, site: str) -> None:
+        self._call("site_started", site)
+
+    def step_started(self, site: str, step: str, section: str) -> None:
+        self._call("step_started", site, step, section)
+
+    def step_finished(self, site: str, result: StepResult) -> None:
+        self._call("step_finished", site, result)
+
+    def site_finished(self, result: SiteResult) -> None:
+        self._call("site_finished", result)
+
+    def message(self, site: str | None, text: str) -> None:
+        self._call("message", site, text)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -923,7 +956,8 @@ class Executor:
             started = time.monotonic()
             ctx = self._ctx(planned.step, site, transport, steps_ctx, state, threading.Event())
             try:
-                action.undo(ctx, args, action_result)
+                if action.undo(ctx, args, action_result) is False:
+                    continue  # the step said no (e.g. undo: false: the rollback section does it)
             except Exception as exc:  # an undo failure must not stop the other undos
                 ok = False
                 step_result.status, step_result.error = "failed", self.plan.redactor.text(str(exc))
@@ -1067,7 +1101,7 @@ def run(
     on_plan: Callable[[Plan], None] | None = None,
 ) -> RunResult:
     """Load, plan, execute and record one run. Raises BadInput before anything runs."""
-    reporter = reporter or NullReporter()
+    reporter = _Guarded(reporter or NullReporter())
     cancel = cancel or threading.Event()
     project, loaded, inventory, params = prepare(options)
     # pre-flight: a bad trigger or a change log that cannot take the entry is bad input now,

@@ -13,6 +13,7 @@ applied with ``Text(style=...)`` only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -87,11 +88,22 @@ _PlanDumper.add_representer(
 UNWRAPPED_WIDTH = 400
 
 
+def silence(stream: IO[str]) -> None:
+    """The reader of ``stream`` went away: later writes go to /dev/null instead of failing."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 class _Console(Console):
     def on_broken_pipe(self) -> None:
+        self.quiet = True
+        if self.stderr:
+            # progress lost its reader (2>&1 | head): only the progress goes quiet; the run goes on,
+            # finishes (or rolls back) and is recorded
+            silence(sys.stderr)
+            return
         # rich exits 1 here, which cron and CI would read as "a site failed"; the reader
         # went away (| head), so exit as a tool killed by SIGPIPE would
-        self.quiet = True
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(128 + signal.SIGPIPE)
 
@@ -119,8 +131,11 @@ class PlainReporter:
     def _line(self, text: str) -> None:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         with self._lock:
-            self.stream.write(f"{stamp} {text}\n")
-            self.stream.flush()
+            try:
+                self.stream.write(f"{stamp} {text}\n")
+                self.stream.flush()
+            except OSError:  # the reader went away (| head) or the terminal hung up: progress only
+                silence(self.stream)
 
     def site_started(self, site: str) -> None:
         self._line(f"{site}: started")

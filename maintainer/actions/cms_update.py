@@ -46,6 +46,7 @@ from ..cms.plan import (
     item_line,
     parse_pins,
 )
+from ..cms.versions import compare as compare_versions
 from ..cms.vulnfeed import FeedError, load_feed, update_plan
 from ..errors import BadInput, MaintainerError, StepFailed
 from .base import Action, ActionResult, Args, StepContext, Text
@@ -101,11 +102,25 @@ def site_php_version(ctx: StepContext) -> str | None:
 # ------------------------------------------------------------------ cms.version
 
 
+class CmsVersionArgs(Args):
+    #: after a rollback: the plan that was applied (cms.updates' ``plan``): each component's version
+    #: is read back and recorded against the plan's from-version (which went back where)
+    plan: list[dict[str, Any]] = Field(default_factory=list)
+    #: the backup the rollback restored, for the record
+    backup: Text | None = None
+
+    @field_validator("backup", mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
 class CmsVersionAction(Action):
     name = "cms.version"
-    summary = "the CMS core version"
+    Args = CmsVersionArgs
+    summary = "the CMS core version; with a plan: each component's version read back after a rollback"
 
-    def check_site(self, site: Site, args: Args, project_dir: Path) -> None:
+    def check_site(self, site: Site, args: CmsVersionArgs, project_dir: Path) -> None:
         check_cms_site(site)
 
     def _version(self, ctx: StepContext) -> dict[str, Any]:
@@ -116,11 +131,34 @@ class CmsVersionAction(Action):
             raise step_failed(exc) from None
         return {"cms": adapter.name, "version": version, "summary": f"{adapter.title} {version or '(none)'}"}
 
-    def dry_run(self, ctx: StepContext, args: Args) -> dict[str, Any]:
+    def dry_run(self, ctx: StepContext, args: CmsVersionArgs) -> dict[str, Any]:
+        if args.plan:
+            return {"summary": f"would read back the versions of {plural(len(args.plan), 'component')}"}
         return self._version(ctx)
 
-    def run(self, ctx: StepContext, args: Args) -> ActionResult:
-        return ActionResult(outputs=self._version(ctx))
+    def run(self, ctx: StepContext, args: CmsVersionArgs) -> ActionResult:
+        if not args.plan or ctx.site.cms == STATIC:
+            return ActionResult(outputs=self._version(ctx))
+        adapter = _adapter(ctx)
+        try:
+            adapter.refresh()
+            installed = {c.key: c.version for c in adapter.components()}
+        except CmsError as exc:
+            raise step_failed(exc) from None
+        rows = []
+        for item in (PlannedUpdate.from_record(r) for r in args.plan):
+            now = installed.get(item.key)
+            back = item.from_version is None or (now is not None and versions_equal(now, item.from_version))
+            rows.append({"component": item.key, "planned": f"{item.from_version} -> {item.to_version}",
+                         "now": now, "back": back})  # fmt: skip
+        lines = [f"{r['component']} {'back at' if r['back'] else 'NOT back, at'} {r['now']}" for r in rows]
+        summary = f"after the restore of backup {args.backup or '?'}: " + ", ".join(lines)
+        record = {"what": "cms_rollback", "backup_id": args.backup, "components": rows, "summary": summary}
+        ctx.log(summary)
+        outputs: dict[str, Any] = {"components": rows, "summary": summary}
+        if not all(r["back"] for r in rows):
+            raise StepFailed(summary, outputs=outputs, changes=[record])
+        return ActionResult(outputs=outputs, changes=[record])
 
 
 # ------------------------------------------------------------------ cms.updates
@@ -159,6 +197,19 @@ class CmsUpdatesArgs(Args):
         return None if value == "" else value
 
 
+#: where a BadInput about a cms.updates arg came from: the runbook passes the run's -p params
+PARAM_ORIGIN = "the runbook param '{0}' (-p {0}=...)"
+
+
+def _selection_given(args: CmsUpdatesArgs) -> list[str]:
+    """The selection args that differ from their defaults (``plan_file`` takes none of them)."""
+    defaults = (("core", "minor"), ("plugins", "all"), ("themes", "all"))
+    given = [f"{name}={getattr(args, name)}" for name, default in defaults if getattr(args, name) != default]
+    lists = ("only", "exclude", "pin")
+    given += [f"{name}={','.join(getattr(args, name))}" for name in lists if getattr(args, name)]
+    return given
+
+
 def _selection(args: CmsUpdatesArgs) -> Selection:
     return Selection(
         core=args.core,
@@ -194,17 +245,27 @@ class CmsUpdatesAction(Action):
             parse_pins(args.pin)
         except ValueError as exc:
             raise BadInput(
-                f"site '{site.name}': pin {exc}.", key="pin", fix="write each pin as slug=version."
-            ) from None
+                f"site '{site.name}': pin {exc}.", file=PARAM_ORIGIN.format("pin"),
+                fix="write each pin as slug=version, e.g. -p pin=woocommerce=8.5.2.",
+            ) from None  # fmt: skip
+        if args.plan_file:
+            conflicting = _selection_given(args)
+            if conflicting:
+                raise BadInput(
+                    f"plan={args.plan_file} applies exactly that earlier plan, and the selection "
+                    f"{', '.join(conflicting)} would be ignored.",
+                    file=PARAM_ORIGIN.format("plan"),
+                    fix="give either -p plan=FILE alone, or the selection params without plan (make a new "
+                    "plan with --dry-run --output json > plan.json to apply it later).",
+                )
+            _load_plan_file(_resolve(args.plan_file, project_dir), site.name)
+            return
         if args.plugins == "list" and not args.only:
             raise BadInput(
                 "plugins=list updates the plugins named in 'only', and 'only' is empty.",
-                key="only",
+                file=PARAM_ORIGIN.format("only"),
                 fix="give -p only=slug1,slug2, or use plugins=all.",
             )
-        if args.plan_file:
-            _load_plan_file(_resolve(args.plan_file, project_dir), site.name)
-            return
         if _needs_fixes(args) and args.fixes is None and site.cms in ("wordpress", "joomla"):
             value = _feed_value(site, args)
             if not value:
@@ -223,8 +284,14 @@ class CmsUpdatesAction(Action):
                     fix="pass an existing feed file in a supported format (docs/VULN-FEED.md)",
                 ) from None
 
-    def _fixes(self, ctx: StepContext, args: CmsUpdatesArgs, adapter: CmsAdapter) -> dict[str, Fix] | None:
+    def _fixes(
+        self, ctx: StepContext, args: CmsUpdatesArgs, adapter: CmsAdapter, security: dict[str, dict[str, Any]]
+    ) -> dict[str, Fix] | None:
+        """The security fixes by key; ``security`` gets each one's advisory ids (and the feed's sha256)."""
         if args.fixes is not None:
+            for record in args.fixes:
+                extra = {k: record[k] for k in ("advisories", "feed_sha256") if record.get(k)}
+                security[str(record.get("component"))] = extra
             return fixes_from_feed(args.fixes)
         if not _needs_fixes(args):
             return None
@@ -238,7 +305,11 @@ class CmsUpdatesAction(Action):
             feed = load_feed(_resolve(value, ctx.project_dir))
         except FeedError as exc:
             raise StepFailed(str(exc)) from None
-        return fixes_from_feed(update_plan(feed.match(adapter.name, adapter.components())))
+        records = update_plan(feed.match(adapter.name, adapter.components()))
+        sha = feed.describe().get("sha256")
+        for record in records:
+            security[str(record["component"])] = {"advisories": record["advisories"], "feed_sha256": sha}
+        return fixes_from_feed(records)
 
     def _plan(self, ctx: StepContext, args: CmsUpdatesArgs) -> dict[str, Any]:
         if ctx.site.cms == STATIC:
@@ -252,7 +323,8 @@ class CmsUpdatesAction(Action):
         try:
             updates = adapter.updates()
             components = adapter.components()
-            fixes = self._fixes(ctx, args, adapter)
+            security: dict[str, dict[str, Any]] = {}
+            fixes = self._fixes(ctx, args, adapter, security)
             php = site_php_version(ctx)
             plan = build_plan(
                 updates,
@@ -265,10 +337,19 @@ class CmsUpdatesAction(Action):
         except CmsError as exc:
             raise step_failed(exc) from None
         core = next((c.version for c in components if c.type == "core"), None)
-        return _outputs(adapter, plan, [u.record() for u in updates], php, core)
+        outputs = _outputs(adapter, plan, [u.record() for u in updates], php, core)
+        for record in outputs["plan"]:
+            record.update(security.get(record["component"], {}))  # cms.update records them per update
+        return outputs
 
     def dry_run(self, ctx: StepContext, args: CmsUpdatesArgs) -> dict[str, Any]:
-        return self._plan(ctx, args)
+        outputs = self._plan(ctx, args)
+        if outputs["count"] and not args.plan_file:
+            outputs["summary"] += (
+                "; to apply exactly this plan later: the same command with --output json > plan.json, "
+                "then run with -p plan=plan.json"
+            )
+        return outputs
 
     def run(self, ctx: StepContext, args: CmsUpdatesArgs) -> ActionResult:
         outputs = self._plan(ctx, args)
@@ -279,7 +360,18 @@ class CmsUpdatesAction(Action):
             "updates": len(outputs["plan"]),
             "held": outputs["held"],
             "php_version": outputs["php_version"],
+            **({"notes": outputs["notes"]} if outputs["notes"] else {}),
         }
+        unknown = outputs.get("unknown", {}).get("only") if args.plugins == "list" else None
+        if unknown:
+            # a typo in 'only' would update less than asked for, silently: nothing has changed yet
+            raise StepFailed(
+                f"only names {', '.join(repr(u) for u in unknown)}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not installed on site '{ctx.site.name}' "
+                "(a typo?); nothing was changed. Fix the slugs in -p only=... (wp plugin list shows them).",
+                outputs=outputs,
+                changes=[record],
+            )
         return ActionResult(outputs=outputs, changes=[record])
 
 
@@ -297,9 +389,11 @@ def _outputs(
         "held": [h.record() for h in plan.held],
         "available": available,
         "notes": plan.notes,
+        "unknown": plan.unknown,
         "php_version": php,
         "core_version": core,
-        "summary": plan.summary(),
+        # the notes (a name in exclude/pin that is not installed: a typo?) show in text output too
+        "summary": plan.summary() + (f"; NOTE: {'; '.join(plan.notes)}" if plan.notes else ""),
     }
 
 
@@ -389,6 +483,9 @@ class CmsUpdateArgs(Args):
     backup: Text | None = None
     #: one_by_one: the health check after each component (urls, marker, baseline, max_slowdown, ...)
     check: HealthCheckArgs = Field(default_factory=HealthCheckArgs)
+    #: maintenance mode is on (an earlier step) and stays on through the database migrations after
+    #: this step: put it back after each update command (WordPress's upgraders end it when they finish)
+    keep_maintenance: bool = False
 
     @field_validator("backup", mode="before")
     @classmethod
@@ -428,16 +525,35 @@ class CmsUpdateAction(Action):
         if not items:
             return ActionResult(outputs={"applied": [], "rolled_back": [], "summary": "nothing to update"})
         adapter = _adapter(ctx)
+        # a security update's record names its advisories and the feed (by sha256) that said so
+        security = {
+            str(r.get("component")): {k: r[k] for k in ("advisories", "feed_sha256") if r.get(k)}
+            for r in args.plan
+        }
         try:
             _check_from_versions(adapter, items)
             if args.one_by_one:
-                return self._one_by_one(ctx, args, adapter, items)
-            return self._all(ctx, adapter, items)
+                result = self._one_by_one(ctx, args, adapter, items)
+            else:
+                result = self._all(ctx, adapter, items, args.keep_maintenance)
         except CmsError as exc:
             raise step_failed(exc) from None
+        except StepFailed as exc:
+            _with_security(exc.changes, security)
+            raise
+        _with_security(result.changes, security)
+        return result
 
-    def _all(self, ctx: StepContext, adapter: CmsAdapter, items: list[PlannedUpdate]) -> ActionResult:
-        applied = adapter.apply(items)
+    def _all(
+        self, ctx: StepContext, adapter: CmsAdapter, items: list[PlannedUpdate], keep_maintenance: bool
+    ) -> ActionResult:
+        adapter.keep_maintenance = keep_maintenance
+        try:
+            applied = adapter.apply(items)
+        finally:
+            if keep_maintenance and adapter.maintenance_state() is False:
+                adapter.maintenance(True)
+                ctx.log("maintenance mode on again (the update ended it; the migrations come next)")
         changes = [
             _record(a.item, "updated" if a.ok else "failed", installed=a.version, message=a.message)
             | ({"cause": a.message} if not a.ok else {})
@@ -486,7 +602,8 @@ class CmsUpdateAction(Action):
             }
             return StepFailed(message, outputs=outputs, changes=changes)
 
-        for item in items:
+        for number, item in enumerate(items, 1):
+            ctx.log(f"[{number}/{len(items)}] updating {item_line(item)}")
             adapter.maintenance(True)
             try:
                 results = adapter.apply([item])
@@ -498,6 +615,7 @@ class CmsUpdateAction(Action):
                 if report.ok:
                     applied.append(result.record())
                     changes.append(_record(item, "updated", installed=result.version))
+                    ctx.log(f"[{number}/{len(items)}] {item_line(item)}: updated, the site is healthy")
                     continue
                 cause = report.summary
             else:
@@ -606,6 +724,19 @@ class CmsUpdateAction(Action):
         return version
 
 
+def _with_security(changes: list[dict[str, Any]], security: dict[str, dict[str, Any]]) -> None:
+    for change in changes:
+        if change.get("what") == "cms_update":
+            change.update(security.get(str(change.get("component")), {}))
+
+
+def versions_equal(a: str, b: str) -> bool:
+    try:
+        return compare_versions(a, b) == 0
+    except ValueError:
+        return a == b
+
+
 def _line(record: dict[str, Any]) -> str:
     label = "core" if record["type"] == "core" else f"{record['type']} {record['slug']}"
     return f"{label} {record['from'] or '?'} -> {record['to']}"
@@ -616,10 +747,44 @@ def _line(record: dict[str, Any]) -> str:
 
 class CmsMaintenanceArgs(Args):
     state: Literal["on", "off"]
+    #: on: turned off again (undone) when the site fails. False where the runbook's rollback section
+    #: keeps the site at 503 through its restore and turns it off itself (cms-update)
+    undo: bool = True
+    #: off: maintenance should be on now (an update flow turned it on): finding it off already means
+    #: the site served during the steps before, a warning in the summary and the change record
+    expect_on: bool = False
+    #: off, the first step of an update flow: a maintenance mode younger than ``FRESH`` is another
+    #: update still running or someone's deliberate maintenance: the site is refused, not cleared
+    leftover: bool = False
+    #: leftover: clear even a fresh one (-p clear_maintenance=true)
+    clear_fresh: bool = False
 
 
 #: what WordPress leaves behind when an update dies half-way (the site answers 503 while it exists)
 LEFTOVER = {"wordpress": ".maintenance"}
+#: WordPress ignores a .maintenance older than this (wp_is_maintenance_mode: 10 minutes)
+FRESH = 600.0
+
+
+def _age_text(age: float) -> str:
+    return f"{age:.0f} s" if age < 120 else f"{age / 60:.0f} min"
+
+
+def _fresh_leftover(ctx: StepContext, adapter: CmsAdapter, args: CmsMaintenanceArgs) -> float | None:
+    """leftover: the age of a maintenance mode younger than FRESH that must not be cleared (else None)."""
+    if not args.leftover or args.clear_fresh:
+        return None
+    age = adapter.maintenance_age()
+    return age if age is not None and age < FRESH else None
+
+
+def _refusal(ctx: StepContext, age: float) -> str:
+    return (
+        f"site '{ctx.site.name}' went into maintenance mode {_age_text(age)} ago (younger than WordPress's "
+        f"{FRESH / 60:.0f} minutes): another update may be running, or someone put it there on purpose. "
+        "Nothing was changed. Wait until it is over (or older than 10 minutes), or clear it with "
+        "-p clear_maintenance=true when you know it is a leftover."
+    )
 
 
 class CmsMaintenanceAction(Action):
@@ -634,17 +799,22 @@ class CmsMaintenanceAction(Action):
     def dry_run(self, ctx: StepContext, args: CmsMaintenanceArgs) -> dict[str, Any]:
         if ctx.site.cms == STATIC:
             return {"summary": STATIC_SUMMARY}
+        adapter = _adapter(ctx)
         try:
-            now = _adapter(ctx).maintenance_state()
+            now = adapter.maintenance_state()
+            age = adapter.maintenance_age() if args.leftover and now else None
         except CmsError as exc:
             return {
                 "summary": f"would turn maintenance mode {args.state}; its state cannot be read now: {exc}"
             }
         state = "unknown" if now is None else "on" if now else "off"
-        return {
-            "summary": f"would turn maintenance mode {args.state} (it is {state} now)",
-            "maintenance": now,
-        }
+        summary = f"would turn maintenance mode {args.state} (it is {state} now)"
+        if age is not None and age < FRESH and not args.clear_fresh:
+            summary = f"would REFUSE the site: {_refusal(ctx, age)}"
+        elif age is not None:
+            how_old = _age_text(age) if age != float("inf") else "no readable time in it"
+            summary = f"would clear a leftover maintenance mode ({how_old})"
+        return {"summary": summary, "maintenance": now}
 
     def run(self, ctx: StepContext, args: CmsMaintenanceArgs) -> ActionResult:
         if ctx.site.cms == STATIC:
@@ -655,22 +825,32 @@ class CmsMaintenanceAction(Action):
             if args.state == "on":
                 adapter.maintenance(True)
                 outputs = {"maintenance": True, "before": before, "summary": "maintenance mode on"}
-                change = {"what": "maintenance", "state": "on", "before": before}
-                return ActionResult(outputs=outputs, changes=[change], changed=True)
+                turned_on = {"what": "maintenance", "state": "on", "before": before}
+                return ActionResult(outputs=outputs, changes=[turned_on], changed=True)
+            fresh = _fresh_leftover(ctx, adapter, args) if before else None
+            if fresh is not None:
+                raise StepFailed(_refusal(ctx, fresh), outputs={"maintenance": True, "age": round(fresh)})
             cleared = turn_off(ctx, adapter)
         except CmsError as exc:
             raise step_failed(exc) from None
         summary = "maintenance mode off" + (f" (cleared a leftover {cleared})" if cleared else "")
+        change: dict[str, Any] = {"what": "maintenance", "state": "off", "before": before, "cleared": cleared}
+        if args.expect_on and before is False:
+            warning = (
+                "it was already off: the site served visitors during the steps before this one "
+                "(the update or a migration ended maintenance mode)"
+            )
+            summary += f"; WARNING: {warning}"
+            change["warning"] = warning
         ctx.log(summary)
         outputs = {"maintenance": False, "before": before, "cleared": cleared, "summary": summary}
-        change = {"what": "maintenance", "state": "off", "before": before, "cleared": cleared}
         # not "changed": the engine would offer an undo for it (turning maintenance back on); what it
         # did (a cleared leftover) is in the change record
         return ActionResult(outputs=outputs, changes=[change])
 
     def undo(self, ctx: StepContext, args: CmsMaintenanceArgs, result: ActionResult) -> bool:
-        if args.state != "on" or ctx.site.cms == STATIC:
-            return False
+        if args.state != "on" or not args.undo or ctx.site.cms == STATIC:
+            return False  # undo: false: the rollback section ends maintenance after its restore
         try:
             turn_off(ctx, _adapter(ctx))
         except CmsError as exc:

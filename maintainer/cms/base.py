@@ -322,6 +322,9 @@ class CmsAdapter:
         self.run = run
         self._components: list[Component] | None = None
         self._version: str | None = None
+        #: ``apply`` puts maintenance mode back on after each update command: the CMS's own
+        #: upgraders end it when they finish, and the migrations after them must not run live
+        self.keep_maintenance = False
 
     @classmethod
     def check_site(cls, site: Site) -> None:
@@ -383,6 +386,14 @@ class CmsAdapter:
 
     def maintenance_state(self) -> bool | None:
         """True when the site is in maintenance mode now (None: this CMS cannot tell)."""
+        return None
+
+    def maintenance_age(self) -> float | None:
+        """Seconds since the maintenance mode that is on now was turned on (None: unknown, or off).
+
+        A young one usually belongs to an update that is still running, or to someone's deliberate
+        maintenance: the update flow refuses the site rather than clearing it.
+        """
         return None
 
     def db_update(self) -> DbUpdateResult:

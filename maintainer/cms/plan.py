@@ -91,6 +91,8 @@ class UpdatePlan:
     held: list[Held]
     #: notes on the selection itself (an excluded slug that is not installed, ...)
     notes: list[str] = field(default_factory=list)
+    #: names in only/exclude/pin that match nothing installed: {"only": ["typo"], ...}
+    unknown: dict[str, list[str]] = field(default_factory=dict)
 
     def summary(self, limit: int = 8) -> str:
         if self.items:
@@ -472,3 +474,4 @@ def _note_unknown(
         for name in names:
             if name not in known and name not in slugs:
                 plan.notes.append(f"{what} names '{name}', which is not installed on this site")
+                plan.unknown.setdefault(what, []).append(name)

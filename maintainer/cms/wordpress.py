@@ -177,7 +177,25 @@ class WordPressAdapter(CmsAdapter):
     def wp(self, *args: str, safe: Sequence[str] = SAFE_ARGS) -> tuple[list[str], CommandResult]:
         """Run ``wp ARGS`` for this site: (the argv, its result)."""
         argv = self.argv(*args, safe=safe)
-        return argv, self.run(argv)
+        result = self.run(argv)
+        if result.rc in (126, 127) and not result.stdout.strip():
+            raise CmsError(self._not_started(result), command=argv)
+        return argv, result
+
+    def _not_started(self, result: CommandResult) -> str:
+        """One paragraph for a WP-CLI that could not start (exit 127: not found, 126: not executable)."""
+        wp_cli = self.var("wp_cli", "wp") or "wp"
+        php = self.var("php_bin")
+        what = "was not found" if result.rc == 127 else "cannot be executed"
+        said = _tail(result, lines=1)
+        via = f" through PHP {php} (the site's php_bin var)" if php else ""
+        return (
+            f"site '{self.site.name}': WP-CLI '{wp_cli}' (the site's wp_cli var){via} could not be started: "
+            f"the program {what} on the site (exit {result.rc}: {said}). Set wp_cli to the full path of "
+            "WP-CLI on the site (e.g. /usr/local/bin/wp)"
+            + (", php_bin to a PHP binary that exists there (e.g. /usr/bin/php8.2)," if php else "")
+            + " or install WP-CLI there (https://wp-cli.org)."
+        )
 
     def argv(self, *args: str, safe: Sequence[str] = SAFE_ARGS) -> list[str]:
         wp_cli = self.var("wp_cli", "wp") or "wp"
@@ -411,7 +429,13 @@ class WordPressAdapter(CmsAdapter):
                         offered[f"{kind}:{row['name']}"] = str(row["update_version"])
         said: dict[str, tuple[bool, str, list[str]]] = {}
         for batch, pinned in update_batches(items, offered):
-            said.update(self._apply_batch(batch, pinned))
+            try:
+                said.update(self._apply_batch(batch, pinned))
+            finally:
+                if self.keep_maintenance:
+                    # WordPress's upgraders delete .maintenance when they finish (bulk_upgrade,
+                    # Core_Upgrader): the next batch and the migrations must not run live
+                    self._maintenance_on()
         self.refresh()
         installed = {c.key: c.version for c in self.components()}
         applied = []
@@ -479,17 +503,38 @@ class WordPressAdapter(CmsAdapter):
             )
         return result.rc == 0
 
+    def _maintenance_on(self) -> None:
+        argv, result = self.wp("maintenance-mode", "activate")
+        if result.rc != 0 and "already activated" in result.stderr:
+            # a leftover file older than 10 minutes no longer counts for WordPress: refresh it
+            argv, result = self.wp("maintenance-mode", "activate", "--force")
+        if not self._maintenance_file_exists():
+            raise CmsError(
+                "wp maintenance-mode activate left no .maintenance file", command=argv, result=result
+            )
+
+    def maintenance_age(self) -> float | None:
+        """Age of the ``$upgrading`` timestamp in ``.maintenance``, by the site's own clock.
+
+        None when there is no file. A file without a readable timestamp counts as stale (infinite
+        age): WordPress itself ignores it (``wp_is_maintenance_mode()`` compares ``$upgrading``
+        with the time; without it the difference is the whole epoch).
+        """
+        path = self._maintenance_file()
+        script = 'test -e "$1" || exit 3; date +%s; cat -- "$1"'
+        result = self.run(["sh", "-c", script, "sh", path])
+        if result.rc == 3:
+            return None
+        lines = result.stdout.splitlines()
+        stamp = re.search(r"\$upgrading\s*=\s*(\d+)", result.stdout)
+        if result.rc != 0 or not lines or not lines[0].strip().isdigit() or stamp is None:
+            return float("inf")
+        return max(0.0, float(int(lines[0].strip()) - int(stamp.group(1))))
+
     def maintenance(self, on: bool) -> None:
         self.notes = []
         if on:
-            argv, result = self.wp("maintenance-mode", "activate")
-            if result.rc != 0 and "already activated" in result.stderr:
-                # a leftover file older than 10 minutes no longer counts for WordPress: refresh it
-                argv, result = self.wp("maintenance-mode", "activate", "--force")
-            if not self._maintenance_file_exists():
-                raise CmsError(
-                    "wp maintenance-mode activate left no .maintenance file", command=argv, result=result
-                )
+            self._maintenance_on()
             return
         argv, result = self.wp("maintenance-mode", "deactivate")
         if not self._maintenance_file_exists():

@@ -367,6 +367,8 @@ def test_a_site_without_its_cms_tool_is_a_clear_error(tmp_path: Path) -> None:
     ctx = action_context(tmp_path, site_vars={**WP_VARS, "wp_cli": "/nonexistent/wp"})
     adapter = adapter_for(ctx.site, site_runner(ctx))
     with pytest.raises(
-        CmsError, match=r"wp core version gave no version \(exit 127\): /nonexistent/wp: No such file"
+        CmsError,
+        match=r"WP-CLI '/nonexistent/wp' \(the site's wp_cli var\) could not be started: the program was not "
+        r"found on the site \(exit 127: /nonexistent/wp: No such file.*Set wp_cli to the full path",
     ):
         adapter.version()

@@ -159,3 +159,16 @@ def test_unknown_names_are_noted_and_an_empty_plan_says_so() -> None:
     plan = build_plan([], INSTALLED, Selection(exclude=("akismett",)))
     assert plan.items == [] and plan.summary() == "no updates to apply"
     assert plan.notes == ["exclude names 'akismett', which is not installed on this site"]
+
+
+def test_unknown_names_in_only_exclude_pin_are_listed_by_param() -> None:
+    from maintainer.cms.base import Component
+    from maintainer.cms.plan import Selection, build_plan
+
+    components = [Component("core", "wordpress", "WordPress", "6.4.2", True, "installed"),
+                  Component("plugin", "akismet", "Akismet", "5.0", True, "active")]  # fmt: skip
+    plan = build_plan(
+        [], components, Selection(plugins="list", only=("akismet", "akismte"), exclude=("nope",))
+    )
+    assert plan.unknown == {"only": ["akismte"], "exclude": ["nope"]}
+    assert "only names 'akismte', which is not installed on this site" in plan.notes

@@ -285,3 +285,48 @@ def test_maintenance_off_removes_a_file_wp_cli_left_and_says_so() -> None:
     ]
     assert wp.component_path("theme", "astra") == "wp-content/themes/astra"
     assert wp.component_path("core", "wordpress") is None
+
+
+# ------------------------------------------------------------------ issue 5 review: 127, keep maintenance, age
+
+
+def test_a_missing_wp_cli_or_php_is_one_paragraph_naming_the_vars() -> None:
+    from maintainer.cms.base import CmsError
+
+    wp, _ = adapter([("core version", (127, "", "/nonexistent/wp: No such file or directory"))],
+                    wp_cli="/nonexistent/wp")  # fmt: skip
+    with pytest.raises(CmsError) as caught:
+        wp.version()
+    message = str(caught.value)
+    assert "wp_cli" in message and "/nonexistent/wp" in message and "full path of WP-CLI" in message
+    assert "gave no version" not in message and "php_bin" not in message
+    wp, _ = adapter([("core version", (126, "", "/opt/php: Permission denied"))], php_bin="/opt/php")
+    with pytest.raises(CmsError, match="php_bin to a PHP binary"):
+        wp.version()
+
+
+def test_apply_puts_maintenance_back_after_each_update_command_when_asked() -> None:
+    wp, script = adapter([
+        ("plugin list", (0, json.dumps([{"name": "a", "version": "1.1", "status": "active", "update": "none"}]), "")),
+        ("theme list", (0, "[]", "")),
+        ("core version", (0, "6.4.3\n", "")),
+        ("plugin update", (0, json.dumps([{"name": "a", "old_version": "1.0", "new_version": "1.1",
+                                           "status": "Updated"}]), "")),
+        ("maintenance-mode activate", (0, "Success: Activated Maintenance mode.\n", "")),
+        ("test -e", (0, "", "")),
+    ])  # fmt: skip
+    wp.keep_maintenance = True
+    [done] = wp.apply([PlannedUpdate("plugin", "a", "A", "1.0", "1.1", "selected")])
+    assert done.ok
+    lines = [" ".join(c) for c in script.calls]
+    update = next(i for i, line in enumerate(lines) if "plugin update" in line)
+    assert any("maintenance-mode activate" in line for line in lines[update:])
+
+
+def test_maintenance_age_reads_upgrading_by_the_site_clock_and_unreadable_is_stale() -> None:
+    wp, _ = adapter([("sh -c", (0, "1000300\n<?php $upgrading = 1000000; ?>", ""))])
+    assert wp.maintenance_age() == 300.0
+    wp, _ = adapter([("sh -c", (0, "1000300\n<?php // no time here ?>", ""))])
+    assert wp.maintenance_age() == float("inf")
+    wp, _ = adapter([("sh -c", (3, "", ""))])
+    assert wp.maintenance_age() is None
