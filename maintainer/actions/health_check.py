@@ -19,6 +19,7 @@ The fetching is http_check's (imported, not copied). ``check_health`` is the lib
 
 from __future__ import annotations
 
+import re
 import shlex
 import statistics
 import threading
@@ -257,14 +258,34 @@ def check_health(
                 line.strip() for line in appended.splitlines() if any(f in line for f in LOG_FATALS)
             ]
             if report.new_errors:
-                shown = " | ".join(line[:300] for line in report.new_errors[:3])
-                more = f" (and {len(report.new_errors) - 3} more)" if len(report.new_errors) > 3 else ""
                 report.problems.append(
-                    f"{len(report.new_errors)} new fatal error(s) in {settings.error_log}: {shown}{more}"
+                    f"{len(report.new_errors)} new fatal error(s) in {settings.error_log}: "
+                    + describe_fatals(report.new_errors)
                 )
     report.ok = not report.problems
     log(report.summary)
     return report
+
+
+_LOG_STAMP = re.compile(r"^\[[^\]]*\]\s*")
+_COMPONENT_DIR = re.compile(r"/(?:wp-content/)?(plugins|themes|modules|extensions)/([^/\s]+)/")
+
+
+def describe_fatals(lines: list[str], shown: int = 3) -> str:
+    """The distinct fatal errors (one request each time repeats the same), with the component they
+    come from when the file path says it: ``(x3, plugin broken-plugin) PHP Fatal error: ...``."""
+    counts: dict[str, int] = {}
+    for line in lines:
+        message = _LOG_STAMP.sub("", line)
+        counts[message] = counts.get(message, 0) + 1
+    parts = []
+    for message, count in list(counts.items())[:shown]:
+        found = _COMPONENT_DIR.search(message)
+        where = f"{found.group(1).rstrip('s')} {found.group(2)}" if found else ""
+        tags = ", ".join(filter(None, [f"x{count}" if count > 1 else "", where]))
+        parts.append((f"({tags}) " if tags else "") + message[:300])
+    more = len(counts) - shown
+    return " | ".join(parts) + (f" (and {more} other distinct error(s))" if more > 0 else "")
 
 
 class HealthCheckAction(Action):
