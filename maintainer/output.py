@@ -402,9 +402,16 @@ def print_log(entries: list[dict[str, Any]], console: Console) -> None:
         # what happened, in the changes' own words (a backup's id and size), or why a site failed
         for name, info in list(sites.items())[:6]:
             info = info or {}
-            said = [str(c["summary"]) for c in info.get("changes") or [] if c.get("summary")][:2]
+            # health checks are evidence, not what changed: the JSON output has them
+            said = [
+                str(c["summary"])
+                for c in info.get("changes") or []
+                if c.get("summary") and c.get("what") != "health_check"
+            ][:4]
             if info.get("error") and info.get("status") != "ok":
-                said.append(str(info["error"])[:200])
+                said.append(str(info["error"])[:300])
+            if info.get("rollback") not in (None, "none"):
+                said.append(f"rollback {info['rollback']}")
             for line in said:
                 site_text.append(f"\n  {name}: {line}", style="dim")
         if entry.get("ignore_window"):

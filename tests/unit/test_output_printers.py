@@ -83,3 +83,23 @@ def test_reporters_print_any_status_literally(terminal: bool) -> None:
         assert NASTY in text
         for status in STATUSES + ODD:
             assert f"[{status}]" in text, status
+
+
+def test_log_table_says_what_changed_and_the_rollback_not_the_health_checks() -> None:
+    console, buffer = _console()
+    changes = [
+        {"what": "health_check", "summary": "2 URLs healthy"},
+        {"what": "backup", "summary": "backup 20260101T000000.000Z-abcdef: 3 files"},
+        {"what": "restore", "summary": "restored backup 20260101T000000.000Z-abcdef"},
+    ]
+    entry: dict[str, Any] = {
+        "seq": 1, "started": "2026-01-01T00:00:00Z", "runbook": {"name": "cms-update", "version": "1.0.0"},
+        "operator": "eve", "trigger": {"kind": "manual"}, "status": "failed",
+        "sites": {"shop": {"status": "failed", "error": "step 'post_check' failed: 500", "rollback": "ok",
+                           "changes": changes}},
+    }  # fmt: skip
+    output.print_log([entry], console)
+    text = buffer.getvalue()
+    assert "backup 20260101T000000.000Z-abcdef" in text and "restored backup" in text
+    assert "2 URLs healthy" not in text
+    assert "post_check" in text and "rollback ok" in text
