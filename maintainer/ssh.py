@@ -1279,6 +1279,11 @@ class _SSHStream(CommandStream):
 
     def _kill_remote(self) -> None:
         """TERM the command's process group, KILL it after the grace period; best effort."""
+        # the stderr pump reads the pid line the script prints first; stdout can be read before it
+        # is (a busy machine): wait for it, or the command would be left running
+        waited = time.monotonic() + 2.0
+        while self._host_pid is None and not self._chan.exit_status_ready() and time.monotonic() < waited:
+            time.sleep(0.01)
         if self._host_pid and not self._chan.exit_status_ready():
             self._transport._kill_commands_of(self._host_pid)
 
