@@ -843,7 +843,7 @@ def main() -> None:
         sys.exit("bench/backup.py needs root: it starts throwaway servers (and a test user with --ssh)")
     for tool in ("restic", "mariadb-install-db", "bash"):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} is not installed (see /work/shared/ENV.md)")
+            sys.exit(f"{tool} is not installed (bash .ci/run installs it)")
 
     def stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

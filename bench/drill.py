@@ -156,7 +156,7 @@ def main() -> None:
         sys.exit("bench/drill.py needs root: it starts throwaway servers")
     for tool in ("restic", "mariadb-install-db", "php"):
         if shutil.which(tool) is None:
-            sys.exit(f"{tool} is not installed (see /work/shared/ENV.md)")
+            sys.exit(f"{tool} is not installed (bash .ci/run installs it)")
 
     def stop(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
