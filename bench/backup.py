@@ -839,9 +839,24 @@ def main() -> None:
         return
     if args.quick:
         args.size_mb, args.files, args.rows = 100, 5_000, 100_000
+    run_bench(
+        benchmark,
+        args,
+        "bench/backup.py needs root: it starts throwaway servers (and a test user with --ssh)",
+        ("restic", "mariadb-install-db", "bash"),
+    )
+
+
+def run_bench(
+    body: Callable[[argparse.Namespace, contextlib.ExitStack], None],
+    args: argparse.Namespace,
+    needs_root: str,
+    tools: tuple[str, ...],
+) -> None:
+    """Check root and the tools, then run ``body``; SIGINT/SIGTERM stop the servers and clean up."""
     if os.geteuid() != 0:
-        sys.exit("bench/backup.py needs root: it starts throwaway servers (and a test user with --ssh)")
-    for tool in ("restic", "mariadb-install-db", "bash"):
+        sys.exit(needs_root)
+    for tool in tools:
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed (bash .ci/run installs it)")
 
@@ -852,7 +867,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, stop)  # also when started in the background, where SIGINT comes ignored
     with contextlib.ExitStack() as stack:
         try:
-            benchmark(args, stack)
+            body(args, stack)
         except KeyboardInterrupt:
             say("interrupted: stopping the servers and removing the temp files")
             raise SystemExit(130) from None
