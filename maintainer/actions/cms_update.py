@@ -51,7 +51,7 @@ from ..cms.vulnfeed import FeedError, load_feed, update_plan
 from ..errors import BadInput, MaintainerError, StepFailed
 from .base import Action, ActionResult, Args, StepContext, Text
 from .cms_common import check_cms_site, plural, site_adapter, site_runner, step_failed
-from .health_check import HealthCheckArgs, HealthReport, HealthSettings, check_health, settings_for
+from .health_check import HealthCheckArgs, HealthReport, HealthSettings, check_until_healthy, settings_for
 
 if TYPE_CHECKING:
     from ..inventory import Site
@@ -87,10 +87,6 @@ def check_updatable(site: Site) -> None:
         )
 
 
-def _adapter(ctx: StepContext) -> CmsAdapter:
-    return site_adapter(ctx)
-
-
 def site_php_version(ctx: StepContext) -> str | None:
     """The PHP version the site runs (its ``php_bin`` var, else ``php``); None when it cannot tell."""
     php = str(ctx.site.vars.get("php_bin") or "php")
@@ -124,7 +120,7 @@ class CmsVersionAction(Action):
         check_cms_site(site)
 
     def _version(self, ctx: StepContext) -> dict[str, Any]:
-        adapter = _adapter(ctx)
+        adapter = site_adapter(ctx)
         try:
             version = adapter.version()
         except CmsError as exc:
@@ -139,7 +135,7 @@ class CmsVersionAction(Action):
     def run(self, ctx: StepContext, args: CmsVersionArgs) -> ActionResult:
         if not args.plan or ctx.site.cms == STATIC:
             return ActionResult(outputs=self._version(ctx))
-        adapter = _adapter(ctx)
+        adapter = site_adapter(ctx)
         try:
             adapter.refresh()
             installed = {c.key: c.version for c in adapter.components()}
@@ -315,7 +311,7 @@ class CmsUpdatesAction(Action):
         if ctx.site.cms == STATIC:
             return {"cms": STATIC, "plan": [], "count": 0, "held": [], "available": [], "notes": [],
                     "php_version": None, "core_version": None, "summary": STATIC_SUMMARY}  # fmt: skip
-        adapter = _adapter(ctx)
+        adapter = site_adapter(ctx)
         if args.plan_file:
             return _replayed(
                 ctx, adapter, _load_plan_file(_resolve(args.plan_file, ctx.project_dir), ctx.site.name)
@@ -524,7 +520,7 @@ class CmsUpdateAction(Action):
         items = [PlannedUpdate.from_record(r) for r in args.plan]
         if not items:
             return ActionResult(outputs={"applied": [], "rolled_back": [], "summary": "nothing to update"})
-        adapter = _adapter(ctx)
+        adapter = site_adapter(ctx)
         # a security update's record names its advisories and the feed (by sha256) that said so
         security = {
             str(r.get("component")): {k: r[k] for k in ("advisories", "feed_sha256") if r.get(k)}
@@ -669,16 +665,9 @@ class CmsUpdateAction(Action):
         baseline: dict[str, Any] | None,
         check: HealthCheckArgs,
     ) -> HealthReport:
-        report = check_health(ctx.transport, settings, baseline, cancel=ctx.cancel)
-        settle, settings.settle = settings.settle, 0.0
-        try:
-            for _ in range(check.retries):
-                if report.ok or ctx.cancel.is_set():
-                    break
-                ctx.cancel.wait(check.delay)
-                report = check_health(ctx.transport, settings, baseline, cancel=ctx.cancel)
-        finally:
-            settings.settle = settle
+        report, _ = check_until_healthy(
+            ctx.transport, settings, baseline, retries=check.retries, delay=check.delay, cancel=ctx.cancel
+        )
         if baseline is not None and report.error_log is not None:
             baseline["error_log"] = report.error_log
         return report
@@ -799,7 +788,7 @@ class CmsMaintenanceAction(Action):
     def dry_run(self, ctx: StepContext, args: CmsMaintenanceArgs) -> dict[str, Any]:
         if ctx.site.cms == STATIC:
             return {"summary": STATIC_SUMMARY}
-        adapter = _adapter(ctx)
+        adapter = site_adapter(ctx)
         try:
             now = adapter.maintenance_state()
             age = adapter.maintenance_age() if args.leftover and now else None
@@ -819,7 +808,7 @@ class CmsMaintenanceAction(Action):
     def run(self, ctx: StepContext, args: CmsMaintenanceArgs) -> ActionResult:
         if ctx.site.cms == STATIC:
             return ActionResult(outputs={"summary": STATIC_SUMMARY, "skipped": True})
-        adapter = _adapter(ctx)
+        adapter = site_adapter(ctx)
         try:
             before = adapter.maintenance_state()
             if args.state == "on":
@@ -852,7 +841,7 @@ class CmsMaintenanceAction(Action):
         if args.state != "on" or not args.undo or ctx.site.cms == STATIC:
             return False  # undo: false: the rollback section ends maintenance after its restore
         try:
-            turn_off(ctx, _adapter(ctx))
+            turn_off(ctx, site_adapter(ctx))
         except CmsError as exc:
             raise step_failed(exc) from None
         return True
@@ -901,7 +890,7 @@ class CmsDbUpdateAction(Action):
         if ctx.site.cms == STATIC:
             return ActionResult(outputs={"ran": [], "supported": False, "summary": STATIC_SUMMARY})
         try:
-            result = _adapter(ctx).db_update()
+            result = site_adapter(ctx).db_update()
         except CmsError as exc:
             raise step_failed(exc) from None
         if not result.supported:
@@ -929,7 +918,7 @@ class CmsCacheFlushAction(Action):
         if ctx.site.cms == STATIC:
             return ActionResult(outputs={"flushed": False, "summary": STATIC_SUMMARY})
         try:
-            flushed = _adapter(ctx).cache_flush()
+            flushed = site_adapter(ctx).cache_flush()
         except CmsError as exc:
             raise step_failed(exc) from None
         summary = "caches flushed" if flushed else "no cache to flush"

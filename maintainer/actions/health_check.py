@@ -267,6 +267,35 @@ def check_health(
     return report
 
 
+def check_until_healthy(
+    transport: Transport,
+    settings: HealthSettings,
+    baseline: dict[str, Any] | None,
+    *,
+    retries: int,
+    delay: float,
+    cancel: threading.Event,
+    log: Callable[[str], None] | None = None,
+) -> tuple[HealthReport, int]:
+    """``check_health``, again after ``delay`` while it fails, up to ``retries`` more times: the last
+    report and how many attempts it took. The settle wait comes before the first attempt only."""
+    settle = settings.settle
+    attempts = retries + 1
+    try:
+        attempt = 1
+        while True:
+            report = check_health(transport, settings, baseline, cancel=cancel)
+            settings.settle = 0.0  # once is enough: the retries have their delay
+            if report.ok or attempt == attempts or cancel.is_set():
+                return report, attempt
+            if log is not None:
+                log(f"health check attempt {attempt}/{attempts}: {report.summary}; again in {delay:g}s")
+            cancel.wait(delay)
+            attempt += 1
+    finally:
+        settings.settle = settle
+
+
 _LOG_STAMP = re.compile(r"^\[[^\]]*\]\s*")
 _COMPONENT_DIR = re.compile(r"/(?:wp-content/)?(plugins|themes|modules|extensions)/([^/\s]+)/")
 
@@ -317,14 +346,10 @@ class HealthCheckAction(Action):
         if args.since and args.since.get("path"):
             baseline = {**(baseline or {}), "error_log": args.since}
         attempts = args.retries + 1
-        report = HealthReport(ok=False)
-        for attempt in range(1, attempts + 1):
-            report = check_health(ctx.transport, settings, baseline, cancel=ctx.cancel)
-            settings.settle = 0.0  # once is enough: the retries have their delay
-            if report.ok or attempt == attempts or ctx.cancel.is_set():
-                break
-            ctx.log(f"health check attempt {attempt}/{attempts}: {report.summary}; again in {args.delay:g}s")
-            ctx.cancel.wait(args.delay)
+        report, attempt = check_until_healthy(
+            ctx.transport, settings, baseline, retries=args.retries, delay=args.delay, cancel=ctx.cancel,
+            log=ctx.log,
+        )  # fmt: skip
         outputs = report.record()
         change = {
             "what": "health_check",

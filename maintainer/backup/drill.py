@@ -301,7 +301,8 @@ def sla_misses(sla: Sla | None, rto: float | None, rpo: float | None) -> list[tu
             misses.append(
                 (
                     name,
-                    f"{name.upper()} {_span(got)} is {_span(got - target)} over the {_span(target)} target",
+                    f"{name.upper()} {human_span(got)} is {human_span(got - target)} over the "
+                    f"{human_span(target)} target",
                 )
             )
     return misses
@@ -309,10 +310,6 @@ def sla_misses(sla: Sla | None, rto: float | None, rpo: float | None) -> list[tu
 
 def human_span(seconds: float) -> str:
     """``45.1s``, ``3.3m``, ``25.0h``, ``8.0d``: figures in messages."""
-    return _span(seconds)
-
-
-def _span(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f}s"
     if seconds < 2 * 3600:
@@ -390,9 +387,9 @@ class DrillRecord:
                 f"restore drill of backup {self.backup or '?'} {where} failed at {self.failure['stage']}: "
                 + (self.failure["message"])
             )
-        rto = f"RTO {_span(self.rto_seconds)}" if self.rto_seconds is not None else "RTO -"
-        rpo = f"RPO {_span(self.rpo_seconds or 0)}"
-        gap = f", max gap {_span(self.max_gap_seconds)}" if self.max_gap_seconds is not None else ""
+        rto = f"RTO {human_span(self.rto_seconds)}" if self.rto_seconds is not None else "RTO -"
+        rpo = f"RPO {human_span(self.rpo_seconds or 0)}"
+        gap = f", max gap {human_span(self.max_gap_seconds)}" if self.max_gap_seconds is not None else ""
         text = (
             f"restore drill of backup {self.backup} {where}: {self.files_verified} files and "
             f"{self.tables_verified} tables verified"
